@@ -1,0 +1,5 @@
+"""Runs the README example: `python scripts/example.py` (same as `tf1-bn example`)."""
+from tf1_bn import example
+
+if __name__ == '__main__':
+  example.main()

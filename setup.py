@@ -1,0 +1,21 @@
+from setuptools import find_packages, setup
+
+DEMO = ['scikit-learn>=1.3', 'matplotlib>=3.7']
+
+setup(
+    name='tf1_bn',
+    version='0.1.0',
+    description='Batch normalization for TF1-style graph-mode models on current TensorFlow',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['tf1_bn', 'tf1_bn.*']),
+    python_requires='>=3.10',
+    install_requires=['tensorflow>=2.16', 'numpy'],
+    extras_require={
+        'demo': DEMO,
+        # tf-keras runs the legacy tf.compat.v1.layers.batch_normalization the
+        # parity tests compare against (only with TF_USE_LEGACY_KERAS=1).
+        'test': DEMO + ['pytest>=7', 'tf-keras>=2.16'],
+    },
+    entry_points={'console_scripts': ['tf1-bn=tf1_bn.cli:main']},
+)

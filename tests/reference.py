@@ -1,0 +1,61 @@
+"""Independent numpy references for batch norm, dropout and moving averages."""
+import numpy as np
+
+
+def reduction_axes(rank, axes):
+  axes = [a % rank for a in np.atleast_1d(axes)]
+  return tuple(i for i in range(rank) if i not in axes)
+
+
+def broadcast(param, shape, axes):
+  """Reshapes a per-channel parameter to broadcast against `shape`."""
+  rank = len(shape)
+  axes = sorted(a % rank for a in np.atleast_1d(axes))
+  return np.reshape(param, [shape[i] if i in axes else 1 for i in range(rank)])
+
+
+def moments(x, axes):
+  x = x.astype(np.float64)
+  red = reduction_axes(x.ndim, axes)
+  return x.mean(axis=red), x.var(axis=red)
+
+
+def normalize(x, mean, var, gamma, beta, eps, axes):
+  x64 = x.astype(np.float64)
+  shape = x.shape
+  y = (x64 - broadcast(mean, shape, axes)) / np.sqrt(broadcast(var, shape, axes) + eps)
+  if gamma is not None:
+    y = y * broadcast(gamma, shape, axes)
+  if beta is not None:
+    y = y + broadcast(beta, shape, axes)
+  return y
+
+
+def batch_norm_train(x, gamma, beta, eps, axes):
+  mean, var = moments(x, axes)
+  return normalize(x, mean, var, gamma, beta, eps, axes), mean, var
+
+
+def ema(initial, values, decay):
+  """Closed form of shadow -= (1 - decay) * (shadow - value), step by step."""
+  result = np.asarray(initial, np.float64)
+  for value in values:
+    result = decay * result + (1 - decay) * np.asarray(value, np.float64)
+  return result
+
+
+def ema_closed_form(initial, values, decay):
+  """decay^k * initial + sum_i (1 - decay) decay^(k-1-i) value_i."""
+  k = len(values)
+  total = decay ** k * np.asarray(initial, np.float64)
+  for i, value in enumerate(values):
+    total = total + (1 - decay) * decay ** (k - 1 - i) * np.asarray(value, np.float64)
+  return total
+
+
+def max_relative_error(actual, expected):
+  """max |actual - expected| relative to the largest |expected| (at least 1e-12)."""
+  actual = np.asarray(actual, np.float64)
+  expected = np.asarray(expected, np.float64)
+  scale = max(np.abs(expected).max(initial=0.0), 1e-12)
+  return np.abs(actual - expected).max(initial=0.0) / scale

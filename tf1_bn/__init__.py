@@ -1,0 +1,17 @@
+"""tf1_bn: batch normalization for TF1-style graph-mode models on current TensorFlow."""
+from tf1_bn.bn_layer import bn_layer
+from tf1_bn.dropout import dropout
+from tf1_bn.errors import MissingUpdateOpsError
+from tf1_bn.switch import training_placeholder
+from tf1_bn.update_ops import check_update_ops, minimize
+
+__version__ = '0.1.0'
+
+__all__ = [
+    'bn_layer',
+    'check_update_ops',
+    'dropout',
+    'minimize',
+    'MissingUpdateOpsError',
+    'training_placeholder',
+]

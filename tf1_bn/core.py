@@ -1,0 +1,414 @@
+"""The one batch-normalization implementation behind every front-end.
+
+`bn_layer`, `batch_normalization` (tf.layers) and `batch_norm` (slim) create
+their variables with their own names and conventions, then call `build`.
+`build` owns the arithmetic:
+
+* the train/inference switch (one `tf.cond` for a tensor `training`, none for
+  a Python bool);
+* batch statistics (`statistics.batch_moments`, or the fused kernel);
+* normalization (`tf.nn.batch_normalization`'s scale-and-offset form, or the
+  fused kernel `FusedBatchNormV3`, reached for any rank and any single axis by
+  a reshape to 4-D);
+* the moving-average update, built outside the cond from the cond's outputs
+  and masked, so a step with training False, an empty batch or non-finite
+  statistics leaves every moving variable bit-for-bit unchanged.
+
+Which kernel runs is a speed choice only: the semantics (population or
+sample variance in the moving average, epsilon, the decay arithmetic) are
+chosen by the front-end and hold on both kernels.
+"""
+import dataclasses
+import logging
+from typing import Callable, Optional, Sequence
+
+import tensorflow as tf
+
+from tf1_bn import statistics
+from tf1_bn import switch as switch_lib
+from tf1_bn.validation import FUSED_DTYPES, HALF_DTYPES
+
+# cuDNN rejects epsilon below 1e-5; float32(1e-5) rounds below it, so TF
+# floors at 1.001e-5 (tf.compat.v1.nn.fused_batch_norm does the same).
+CUDNN_MIN_EPSILON = 1.001e-5
+VARIANCE_KINDS = ('population', 'sample')
+# Every update op a layer put into a collection (see check_update_ops).
+COLLECTION_UPDATES_KEY = 'tf1_bn_collection_updates'
+# Name scope of the update ops; what precedes it in an op name is the layer.
+UPDATE_SCOPE = 'moving_statistics_update'
+
+_log = logging.getLogger('tf1_bn')
+
+
+@dataclasses.dataclass
+class Renorm:
+  """Batch renormalization state (Ioffe 2017), as tf.layers keeps it."""
+  moving_stddev: tf.Variable
+  renorm_mean: tf.Variable
+  renorm_stddev: tf.Variable
+  clipping: dict
+  decay_factor: object  # 1 - renorm_momentum
+
+
+@dataclasses.dataclass
+class MovingStatistics:
+  """The moving statistics and how the batch statistics update them.
+
+  `decay_factor` is `1 - decay`: a Python float (converted to the variable's
+  dtype) or a scalar tensor, so a front-end reproduces the arithmetic of the
+  implementation it replaces. `variance_kind` says which batch variance the
+  moving variance averages: 'population' (as tf.nn.moments returns it) or
+  'sample' (Bessel-corrected, as the fused kernel reports it).
+  """
+  mean: tf.Variable
+  variance: tf.Variable
+  decay_factor: object
+  variance_kind: str = 'population'
+  zero_debias: Optional[tuple] = None  # (biased, local_step) variables
+  renorm: Optional[Renorm] = None
+
+
+@dataclasses.dataclass
+class Update:
+  """The update built by `build`: its assign ops and one group of them."""
+  ops: list
+  group: tf.Operation
+
+
+def _gpu_present():
+  return bool(tf.config.list_physical_devices('GPU'))
+
+
+def fused_applies(dtype, axes, epsilon, general=False):
+  """Whether the fused kernel can compute this layer's training path."""
+  if general or len(axes) != 1 or dtype not in FUSED_DTYPES:
+    return False
+  return epsilon >= CUDNN_MIN_EPSILON or not _gpu_present()
+
+
+def _to_4d(x, axis):
+  """Reshapes `x` so the fused kernel normalizes `axis`; returns (x4, format)."""
+  shape = x.shape
+  rank = shape.rank
+  channels = shape[axis]
+  if axis == rank - 1:
+    if rank == 4:
+      return x, 'NHWC'
+    return tf.reshape(x, [-1, 1, 1, channels]), 'NHWC'
+  if rank == 4 and axis == 1:
+    return x, 'NCHW'
+  dynamic = tf.shape(x)
+  outer = tf.reduce_prod(dynamic[:axis])
+  inner = tf.reduce_prod(dynamic[axis + 1:])
+  return tf.reshape(x, tf.stack([outer, channels, inner, 1])), 'NCHW'
+
+
+def _from_4d(y, x):
+  if y.shape.rank == x.shape.rank and y.shape.is_compatible_with(x.shape):
+    return y
+  restored = tf.reshape(y, tf.shape(x))
+  restored.set_shape(x.shape)
+  return restored
+
+
+def _flat(param, dtype):
+  return tf.reshape(tf.cast(param, dtype), [-1])
+
+
+def fused_normalize(x, axis, scale, offset, mean, variance, epsilon, training):
+  """FusedBatchNormV3 on `x` of any rank; returns (y, batch_mean, batch_var).
+
+  In training the kernel returns the batch mean and the sample
+  (Bessel-corrected) batch variance; in inference it returns `mean` and
+  `variance` unchanged.
+  """
+  channels = x.shape[axis]
+  scale = _flat(scale, tf.float32) if scale is not None else tf.ones([channels], tf.float32)
+  offset = _flat(offset, tf.float32) if offset is not None else tf.zeros([channels], tf.float32)
+  if training:
+    mean = variance = tf.constant([], tf.float32)
+  else:
+    mean, variance = _flat(mean, tf.float32), _flat(variance, tf.float32)
+    if epsilon < CUDNN_MIN_EPSILON and _gpu_present():
+      # var + eps is what matters: move the difference into the variance.
+      variance = variance + (epsilon - CUDNN_MIN_EPSILON)
+      epsilon = CUDNN_MIN_EPSILON
+  x4, data_format = _to_4d(x, axis)
+  y, batch_mean, batch_variance = tf.raw_ops.FusedBatchNormV3(
+      x=x4, scale=scale, offset=offset, mean=mean, variance=variance,
+      epsilon=epsilon, exponential_avg_factor=1.0, data_format=data_format,
+      is_training=training)[:3]
+  return _from_4d(y, x), batch_mean, batch_variance
+
+
+def compose_affine(scale, offset, then_scale, then_offset):
+  """(x * scale + offset) * then_scale + then_offset as one scale and offset."""
+  if then_scale is not None:
+    scale = scale * then_scale
+    offset = offset * then_scale
+  if then_offset is not None:
+    offset = offset + then_offset
+  return scale, offset
+
+
+class _Layout:
+  """Shapes of the working tensor: broadcast shape, reduction axes."""
+
+  def __init__(self, shape, axes, virtual_batch_size=None):
+    self.virtual = virtual_batch_size
+    if virtual_batch_size is not None:
+      # Ghost batches: [N, ...] -> [virtual_batch_size, N / vbs, ...]; the
+      # statistics are per ghost batch (dimension 1 is kept).
+      self.axes = [a + 1 for a in axes]
+      self.rank = shape.rank + 1
+      dims = [virtual_batch_size, None] + shape.as_list()[1:]
+      self.reduction_axes = [i for i in range(self.rank) if i not in self.axes and i != 1]
+    else:
+      self.axes = list(axes)
+      self.rank = shape.rank
+      dims = shape.as_list()
+      self.reduction_axes = [i for i in range(self.rank) if i not in self.axes]
+    self.broadcast_shape = [dims[i] if i in self.axes else 1 for i in range(self.rank)]
+
+  def broadcast(self, param, dtype):
+    if param is None:
+      return None
+    return tf.reshape(tf.cast(param, dtype), self.broadcast_shape)
+
+
+def _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment,
+                      batch_weights):
+  """Moments and tf.nn.batch_normalization; returns (y, mean, population var).
+
+  `mean` and the variance come back in the working broadcast shape; with ghost
+  batches they are averaged over the ghost batches, as tf.layers does.
+  """
+  xs = tf.cast(x, stat_dtype)
+  if layout.virtual is not None:
+    xs = tf.reshape(xs, tf.concat([[layout.virtual, -1], tf.shape(x)[1:]], axis=0))
+  weights = None
+  if batch_weights is not None:
+    weights = tf.reshape(tf.cast(batch_weights, stat_dtype), [-1] + [1] * (layout.rank - 1))
+  mean, variance = statistics.batch_moments(xs, layout.reduction_axes, weights, keepdims=True)
+  scale, offset = layout.broadcast(gamma, stat_dtype), layout.broadcast(beta, stat_dtype)
+  if adjustment is not None:
+    adj_scale, adj_bias = adjustment(tf.shape(x))
+    scale, offset = compose_affine(tf.cast(adj_scale, stat_dtype), tf.cast(adj_bias, stat_dtype),
+                                   scale, offset)
+  new_mean, new_variance = mean, variance
+  if layout.virtual is not None:
+    new_mean = tf.reduce_mean(mean, axis=1, keepdims=True)
+    new_variance = tf.reduce_mean(variance, axis=1, keepdims=True)
+  if moving.renorm is not None:
+    r, d = _renorm_correction(moving.renorm, new_mean, new_variance, epsilon, stat_dtype,
+                              layout)
+    scale, offset = compose_affine(r, d, scale, offset)
+  y = tf.nn.batch_normalization(xs, mean, variance, offset, scale, epsilon)
+  if layout.virtual is not None:
+    y = tf.reshape(y, tf.shape(x))
+  return tf.cast(y, x.dtype), new_mean, new_variance
+
+
+def _renorm_correction(renorm, mean, variance, epsilon, dtype, layout):
+  """The r and d corrections of batch renorm, from the pre-update averages."""
+  stddev = tf.sqrt(variance + epsilon)
+  renorm_mean = layout.broadcast(renorm.renorm_mean, dtype)
+  renorm_stddev = tf.maximum(layout.broadcast(renorm.renorm_stddev, dtype),
+                             tf.sqrt(tf.cast(epsilon, dtype)))
+  r = stddev / renorm_stddev
+  d = (mean - renorm_mean) / renorm_stddev
+  rmin, rmax, dmax = (renorm.clipping.get(k) for k in ('rmin', 'rmax', 'dmax'))
+  if rmin is not None:
+    r = tf.maximum(r, rmin)
+  if rmax is not None:
+    r = tf.minimum(r, rmax)
+  if dmax is not None:
+    d = tf.minimum(tf.maximum(d, -dmax), dmax)
+  return tf.stop_gradient(r, name='renorm_r'), tf.stop_gradient(d, name='renorm_d')
+
+
+def _inference(x, layout, gamma, beta, mean, variance, epsilon, stat_dtype, use_fused):
+  if use_fused:
+    return fused_normalize(x, layout.axes[0], gamma, beta, mean, variance, epsilon,
+                           training=False)[0]
+  xs = tf.cast(x, stat_dtype)
+  y = tf.nn.batch_normalization(xs, layout.broadcast(mean, stat_dtype),
+                                layout.broadcast(variance, stat_dtype),
+                                layout.broadcast(beta, stat_dtype),
+                                layout.broadcast(gamma, stat_dtype), epsilon)
+  return tf.cast(y, x.dtype)
+
+
+def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingStatistics,
+          epsilon: float, fused: Optional[bool] = None, update: bool = True,
+          virtual_batch_size: Optional[int] = None, adjustment: Optional[Callable] = None,
+          batch_weights=None):
+  """Normalizes `inputs` and builds the moving-statistics update.
+
+  Args:
+    inputs: a float tensor whose `axes` have static sizes.
+    axes: the normalized (channel) axes, non-negative and sorted.
+    training: a Python bool or a scalar tf.bool tensor.
+    gamma, beta: scale and offset (variables or tensors) or None.
+    moving: the moving statistics and their update rule.
+    epsilon: added to the variance.
+    fused: None picks the fused kernel wherever it computes the same thing;
+      False always uses moments plus tf.nn.batch_normalization; True is a
+      request that falls back like None.
+    update: False builds no update (inference-only or frozen layers).
+    virtual_batch_size, adjustment, batch_weights: tf.layers' ghost batches
+      and adjustment, slim's weighted moments.
+
+  Returns:
+    (outputs, Update or None).
+  """
+  x = inputs
+  layout = _Layout(x.shape, axes)
+  stat_dtype = tf.float32 if x.dtype in HALF_DTYPES else x.dtype
+  general = (moving.renorm is not None or virtual_batch_size is not None or
+             adjustment is not None or batch_weights is not None)
+  use_fused = fused is not False and fused_applies(x.dtype, axes, epsilon, general)
+  use_fused_inference = fused is not False and fused_applies(x.dtype, axes, CUDNN_MIN_EPSILON)
+  train_layout = _Layout(x.shape, axes, virtual_batch_size)
+
+  def training_branch():
+    if use_fused:
+      y, mean, variance = fused_normalize(x, axes[0], gamma, beta, None, None, epsilon, True)
+      if moving.variance_kind == 'population':
+        count = statistics.count_per_channel(x, layout.reduction_axes, tf.float32)
+        variance = statistics.sample_to_population(variance, count)
+    else:
+      y, mean, variance = _general_training(x, train_layout, gamma, beta, epsilon, stat_dtype,
+                                            moving, adjustment, batch_weights)
+      if moving.variance_kind == 'sample':
+        count = statistics.count_per_channel(x, layout.reduction_axes, stat_dtype)
+        variance = statistics.population_to_sample(variance, count)
+    return y, _like(mean, moving.mean), _like(variance, moving.variance)
+
+  def inference_branch():
+    mean, variance = moving.mean.read_value(), moving.variance.read_value()
+    y = _inference(x, layout, gamma, beta, mean, variance, epsilon, stat_dtype,
+                   use_fused_inference)
+    return y, mean, variance
+
+  known = switch_lib.static_value(training)
+  if known is False or not update:
+    outputs = switch_lib.switch(training, lambda: training_branch()[0],
+                                lambda: inference_branch()[0])
+    outputs.set_shape(x.shape)
+    return outputs, None
+  outputs, mean, variance = switch_lib.switch(training, training_branch, inference_branch)
+  outputs.set_shape(x.shape)
+  count = tf.size(x, out_type=tf.int64)
+  ok = tf.logical_and(count > 0, tf.logical_and(_all_finite(mean), _all_finite(variance)))
+  if known is None:
+    ok = tf.logical_and(training, ok)
+  return outputs, _build_update(moving, mean, variance, ok, epsilon)
+
+
+def _like(value, variable):
+  return tf.reshape(tf.cast(value, variable.dtype.base_dtype), variable.shape)
+
+
+def _all_finite(t):
+  return tf.reduce_all(tf.math.is_finite(t))
+
+
+def _factor(decay_factor, dtype):
+  if tf.is_tensor(decay_factor):
+    return tf.cast(decay_factor, dtype)
+  return tf.constant(decay_factor, dtype)
+
+
+def _masked_moving_average(variable, value, decay_factor, ok, name):
+  """variable -= (variable - value) * (1 - decay), only where `ok`."""
+  dtype = variable.dtype.base_dtype
+  delta = (variable - value) * _factor(decay_factor, dtype)
+  delta = tf.where(ok, delta, tf.zeros_like(delta))
+  return tf.compat.v1.assign_sub(variable, delta, name=name)
+
+
+def _zero_debiased_average(variable, value, decay_factor, debias_vars, ok, name):
+  """tf.train's zero-debiased EMA: moving = biased / (1 - decay ** step)."""
+  biased, local_step = debias_vars
+  dtype = variable.dtype.base_dtype
+  factor = _factor(decay_factor, dtype)
+  delta = (biased - value) * factor
+  new_biased = tf.compat.v1.assign_sub(biased, tf.where(ok, delta, tf.zeros_like(delta)))
+  new_step = tf.compat.v1.assign_add(local_step, tf.cast(ok, local_step.dtype.base_dtype))
+  bias_factor = 1 - tf.pow(1.0 - factor, new_step)
+  unbiased = new_biased / bias_factor
+  return tf.compat.v1.assign(variable, tf.where(ok, unbiased, variable.read_value()), name=name)
+
+
+def _build_update(moving, mean, variance, ok, epsilon):
+  with tf.name_scope(UPDATE_SCOPE):
+    first = []
+    renorm = moving.renorm
+    if renorm is not None:
+      stddev = tf.sqrt(variance + epsilon)
+      first = [
+          _masked_moving_average(renorm.renorm_mean, mean, renorm.decay_factor, ok,
+                                 'renorm_mean'),
+          _masked_moving_average(renorm.renorm_stddev, stddev, renorm.decay_factor, ok,
+                                 'renorm_stddev'),
+      ]
+    with tf.control_dependencies(first):
+      if moving.zero_debias is not None:
+        mean_op = _zero_debiased_average(moving.mean, mean, moving.decay_factor,
+                                         moving.zero_debias, ok, 'moving_mean')
+      else:
+        mean_op = _masked_moving_average(moving.mean, mean, moving.decay_factor, ok,
+                                         'moving_mean')
+      if renorm is not None:
+        new_stddev = _masked_moving_average(renorm.moving_stddev, stddev,
+                                            moving.decay_factor, ok, 'moving_stddev')
+        # tf.layers keeps the stddev and derives the variance (relu against
+        # rounding below zero); a skipped step rewrites the same value.
+        derived = tf.nn.relu(new_stddev * new_stddev - epsilon)
+        variance_op = tf.compat.v1.assign(
+            moving.variance, tf.where(ok, derived, moving.variance.read_value()),
+            name='moving_variance')
+      else:
+        variance_op = _masked_moving_average(moving.variance, variance, moving.decay_factor,
+                                             ok, 'moving_variance')
+    ops = [mean_op.op if isinstance(mean_op, tf.Tensor) else mean_op,
+           variance_op.op if isinstance(variance_op, tf.Tensor) else variance_op]
+    group = tf.group(*ops, name='group')
+  return Update(ops=ops, group=group)
+
+
+def attach_update(outputs, update, style, collections=(tf.compat.v1.GraphKeys.UPDATE_OPS,),
+                  per_variable=False):
+  """Puts the update into collections, or makes the outputs depend on it.
+
+  Args:
+    style: 'collection' or 'inline'.
+    per_variable: add each assign op (as tf.layers and slim do: two per
+      layer) rather than the one group op.
+  """
+  if update is None:
+    return outputs
+  if style == 'inline':
+    with tf.control_dependencies([update.group]):
+      return tf.identity(outputs)
+  members = update.ops if per_variable else [update.group]
+  for collection in collections:
+    for op in members:
+      tf.compat.v1.add_to_collection(collection, op)
+  # Remembered so check_update_ops can name a layer whose update is not run.
+  for op in members:
+    tf.compat.v1.add_to_collection(COLLECTION_UPDATES_KEY, op)
+  return outputs
+
+
+_warned = set()
+
+
+def warn_once(key, message):
+  """Logs `message` once per process for each `key`."""
+  if key not in _warned:
+    _warned.add(key)
+    _log.warning(message)
+    import warnings
+    warnings.warn(message, stacklevel=3)
