@@ -2,12 +2,16 @@
 from tf1_bn.bn_layer import bn_layer
 from tf1_bn.dropout import dropout
 from tf1_bn.errors import MissingUpdateOpsError
+from tf1_bn.layers import batch_normalization
+from tf1_bn.slim import batch_norm
 from tf1_bn.switch import training_placeholder
 from tf1_bn.update_ops import check_update_ops, minimize
 
 __version__ = '0.1.0'
 
 __all__ = [
+    'batch_norm',
+    'batch_normalization',
     'bn_layer',
     'check_update_ops',
     'dropout',

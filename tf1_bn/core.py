@@ -185,7 +185,12 @@ def _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjus
   """
   xs = tf.cast(x, stat_dtype)
   if layout.virtual is not None:
-    xs = tf.reshape(xs, tf.concat([[layout.virtual, -1], tf.shape(x)[1:]], axis=0))
+    batch = tf.shape(x)[0]
+    check = tf.debugging.assert_equal(
+        batch % layout.virtual, 0,
+        message=f'the batch size is not a multiple of virtual_batch_size={layout.virtual}')
+    with tf.control_dependencies([check]):
+      xs = tf.reshape(xs, tf.concat([[layout.virtual, -1], tf.shape(x)[1:]], axis=0))
   weights = None
   if batch_weights is not None:
     weights = tf.reshape(tf.cast(batch_weights, stat_dtype), [-1] + [1] * (layout.rank - 1))

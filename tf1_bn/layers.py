@@ -1,0 +1,283 @@
+"""`batch_normalization`: a drop-in for `tf.compat.v1.layers.batch_normalization`.
+
+Same signature, defaults, variable names, collections and numbers as the
+legacy function (tf-keras 2.x under TF1 graph semantics), built on the shared
+core. Differences, each deliberate:
+
+* `virtual_batch_size` with a tensor `training`: the legacy function under
+  TensorFlow 2 behaviour silently normalizes the whole batch (its ghost-batch
+  reshape tests the tensor as a Python bool); here the training branch of the
+  cond uses ghost batches, as with `training=True`.
+* A batch that is not a multiple of `virtual_batch_size` is an error at build
+  when the batch size is static, and a clear run-time error otherwise.
+* `fused=True` where the fused kernel cannot apply (renorm, rank other than 4
+  or 5, a list axis, ghost batches, adjustment, float64) falls back to the
+  general path as the legacy does, with a one-time warning that says why.
+* An empty batch or non-finite statistics leave the moving statistics
+  unchanged (the legacy writes NaN into them).
+* The inference branch of a tensor `training` computes no batch moments (the
+  legacy unfused path computes them in both branches); outputs are the same.
+
+What the legacy does and this keeps: `trainable=False` only removes gamma and
+beta from TRAINABLE_VARIABLES and drops the updates: a training batch is
+still normalized with its own statistics (compare `bn_layer`, which freezes).
+Where the legacy would use its fused kernel it floors epsilon at 1.001e-5 and
+averages the Bessel-corrected batch variance into the moving variance, with
+`1 - momentum` computed in float32; on its general path it uses the exact
+epsilon, the population variance and `1 - momentum` computed in Python. Those
+semantics are reproduced whichever kernel runs here.
+"""
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from tf1_bn import core
+from tf1_bn import switch as switch_lib
+from tf1_bn import validation as v
+
+RENORM_CLIPPING_KEYS = ('rmax', 'rmin', 'dmax')
+_INITIALIZERS_BY_NAME = {
+    'zeros': tf.compat.v1.zeros_initializer,
+    'ones': tf.compat.v1.ones_initializer,
+}
+
+
+def initializer_from(value, default, arg_name):
+  """A get_variable initializer from None, a name ('zeros', 'ones') or a callable."""
+  if value is None:
+    return default()
+  if isinstance(value, str):
+    if value not in _INITIALIZERS_BY_NAME:
+      raise ValueError(f'`{arg_name}` must be a callable or one of '
+                       f'{sorted(_INITIALIZERS_BY_NAME)}, received {value!r}.')
+    return _INITIALIZERS_BY_NAME[value]()
+  if not callable(value):
+    raise TypeError(f'`{arg_name}` must be an initializer, received {value!r}.')
+  return value
+
+
+def check_optional_callable(value, arg_name):
+  if value is not None and not callable(value):
+    raise TypeError(f'`{arg_name}` must be callable or None, received {value!r}.')
+  return value
+
+
+def legacy_fused_semantics(rank, axes, dtype, renorm, virtual_batch_size, adjustment):
+  """Whether tf.layers would take its fused kernel; if not, the reason."""
+  if renorm:
+    return False, 'renorm is not supported by the fused kernel'
+  if virtual_batch_size is not None:
+    return False, 'virtual_batch_size is not supported by the fused kernel'
+  if adjustment is not None:
+    return False, 'adjustment is not supported by the fused kernel'
+  if rank not in (4, 5):
+    return False, f'the fused kernel needs a 4-D or 5-D input, the input has rank {rank}'
+  if len(axes) != 1 or axes[0] not in (1, rank - 1):
+    return False, f'the fused kernel normalizes axis 1 or {rank - 1} only, axis is {axes}'
+  if dtype not in v.FUSED_DTYPES:
+    return False, f'the fused kernel does not support {dtype.name}'
+  return True, None
+
+
+def fused_moving_statistics(mean, variance, momentum):
+  """The legacy fused kernel's update rule (Bessel, float32 1 - momentum)."""
+  factor = 1.0 - tf.constant(momentum, tf.float32)
+  return core.MovingStatistics(mean, variance, factor, 'sample')
+
+
+def general_moving_statistics(mean, variance, momentum, renorm=None, zero_debias=None):
+  """The legacy general path's rule (population variance, Python 1 - momentum)."""
+  return core.MovingStatistics(mean, variance, 1.0 - momentum, 'population',
+                               zero_debias=zero_debias, renorm=renorm)
+
+
+def check_renorm_clipping(renorm_clipping):
+  clipping = dict(renorm_clipping or {})
+  unknown = set(clipping) - set(RENORM_CLIPPING_KEYS)
+  if unknown:
+    raise ValueError(f'`renorm_clipping` has unknown keys {sorted(unknown)}; expected a dict with '
+                     f'keys among {list(RENORM_CLIPPING_KEYS)}, received {renorm_clipping!r}.')
+  for key, value in clipping.items():
+    if value is not None and not isinstance(value, numbers.Real):
+      raise TypeError(f'`renorm_clipping[{key!r}]` must be a number, received {value!r}.')
+  return clipping
+
+
+def _check_virtual_batch_size(virtual_batch_size, axes, adjustment, shape):
+  if virtual_batch_size is None:
+    return None
+  if not isinstance(virtual_batch_size, (int, np.integer)) or isinstance(virtual_batch_size, bool):
+    raise TypeError(f'`virtual_batch_size` must be a positive int, received {virtual_batch_size!r}.')
+  if virtual_batch_size <= 0:
+    raise ValueError(f'`virtual_batch_size` must be a positive int, received {virtual_batch_size}.')
+  if 0 in axes:
+    raise ValueError(f'With `virtual_batch_size` the batch dimension is 0, so `axis` cannot '
+                     f'include 0; received axis={axes}.')
+  if adjustment is not None:
+    raise ValueError('`adjustment` cannot be combined with `virtual_batch_size`.')
+  batch = shape[0]
+  if batch is not None and batch % virtual_batch_size:
+    raise ValueError(f'The batch size {batch} of `inputs` (shape {shape}) is not a multiple of '
+                     f'virtual_batch_size={virtual_batch_size}.')
+  return int(virtual_batch_size)
+
+
+def param_shape(shape, axes, virtual_batch_size):
+  """tf.layers' variable shape: [C] for one axis, else the broadcast shape."""
+  if len(axes) == 1 and virtual_batch_size is None:
+    return [shape[axes[0]]]
+  dims = [shape[i] if i in axes else 1 for i in range(shape.rank)]
+  if virtual_batch_size is not None:
+    dims.insert(1, 1)
+  return dims
+
+
+def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                        beta_initializer=tf.compat.v1.zeros_initializer(),
+                        gamma_initializer=tf.compat.v1.ones_initializer(),
+                        moving_mean_initializer=tf.compat.v1.zeros_initializer(),
+                        moving_variance_initializer=tf.compat.v1.ones_initializer(),
+                        beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
+                        gamma_constraint=None, training=False, trainable=True, name=None,
+                        reuse=None, renorm=False, renorm_clipping=None, renorm_momentum=0.99,
+                        fused=None, virtual_batch_size=None, adjustment=None):
+  """Drop-in for `tf.compat.v1.layers.batch_normalization` (see the module doc).
+
+  Variables under the layer scope (`batch_normalization`,
+  `batch_normalization_1`, ... within the current variable scope, or `name`):
+  `gamma`, `beta`, `moving_mean`, `moving_variance`, and with renorm
+  `moving_stddev`, `renorm_mean`, `renorm_stddev`. Each training call adds two
+  update ops (mean, variance) to UPDATE_OPS, conditional on `training`.
+  """
+  v.check_graph_mode('batch_normalization')
+  shape, dtype = v.static_shape_and_dtype(inputs)
+  v.check_float_dtype(dtype)
+  v.check_rank(shape, min_rank=1)
+  axes = v.normalize_axis(axis, shape)
+  training = switch_lib.check_training(training, allow_int=True)
+  momentum = v.check_probability(momentum, 'momentum')
+  epsilon = v.check_positive(epsilon, 'epsilon')
+  center, scale = v.check_bool(center, 'center'), v.check_bool(scale, 'scale')
+  trainable = v.check_bool(trainable, 'trainable')
+  renorm = v.check_bool(renorm, 'renorm')
+  reuse = v.check_reuse(reuse)
+  initializers = {
+      'beta': initializer_from(beta_initializer, tf.compat.v1.zeros_initializer,
+                               'beta_initializer'),
+      'gamma': initializer_from(gamma_initializer, tf.compat.v1.ones_initializer,
+                                'gamma_initializer'),
+      'moving_mean': initializer_from(moving_mean_initializer, tf.compat.v1.zeros_initializer,
+                                      'moving_mean_initializer'),
+      'moving_variance': initializer_from(moving_variance_initializer,
+                                          tf.compat.v1.ones_initializer,
+                                          'moving_variance_initializer'),
+  }
+  for arg_name, value in (('beta_regularizer', beta_regularizer),
+                          ('gamma_regularizer', gamma_regularizer),
+                          ('beta_constraint', beta_constraint),
+                          ('gamma_constraint', gamma_constraint), ('adjustment', adjustment)):
+    check_optional_callable(value, arg_name)
+  clipping = check_renorm_clipping(renorm_clipping) if renorm else {}
+  renorm_momentum = v.check_probability(renorm_momentum, 'renorm_momentum') if renorm else None
+  if fused is not None:
+    v.check_bool(fused, 'fused')
+  virtual_batch_size = _check_virtual_batch_size(virtual_batch_size, axes, adjustment, shape)
+  if name is not None and not isinstance(name, str):
+    raise TypeError(f'`name` must be a string or None, received {name!r}.')
+
+  with tf.compat.v1.variable_scope(name, default_name='batch_normalization', reuse=reuse):
+    x = tf.convert_to_tensor(inputs)
+    outputs, update = build_layer(
+        x, axes, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
+        initializers=initializers,
+        regularizers={'beta': beta_regularizer, 'gamma': gamma_regularizer},
+        constraints={'beta': beta_constraint, 'gamma': gamma_constraint},
+        training=training, trainable=trainable, renorm=renorm, clipping=clipping,
+        renorm_momentum=renorm_momentum, fused=fused, virtual_batch_size=virtual_batch_size,
+        adjustment=adjustment, warn_fallback=True)
+    return core.attach_update(outputs, update, 'collection', per_variable=True)
+
+
+def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regularizers,
+                constraints, training, trainable, renorm, clipping, renorm_momentum, fused,
+                virtual_batch_size, adjustment, collections=None, warn_fallback=False):
+  """A tf.layers BatchNormalization in the current variable scope.
+
+  Returns (outputs, update); the update is None when `trainable` is False
+  (the legacy layer then has no updates) or `training` is False.
+  """
+  shape, dtype = x.shape, x.dtype.base_dtype
+  legacy_fused, reason = legacy_fused_semantics(shape.rank, axes, dtype, renorm,
+                                                virtual_batch_size, adjustment)
+  if warn_fallback and fused is True and not legacy_fused:
+    core.warn_once(('batch_normalization', reason),
+                   f'tf1_bn.batch_normalization: fused=True falls back to the general path '
+                   f'because {reason} (as tf.compat.v1.layers.batch_normalization does).')
+  use_fused_semantics = legacy_fused and fused is not False
+  if use_fused_semantics:
+    epsilon = max(epsilon, core.CUDNN_MIN_EPSILON)
+  param_dtype = tf.float64 if dtype == tf.float64 else tf.float32
+  variables = create_variables(param_shape(shape, axes, virtual_batch_size), param_dtype,
+                               initializers, center, scale, trainable, renorm,
+                               regularizers=regularizers, constraints=constraints,
+                               collections=collections)
+  training = switch_lib.resolve_training(training)
+  if use_fused_semantics:
+    moving = fused_moving_statistics(variables['moving_mean'], variables['moving_variance'],
+                                     momentum)
+  else:
+    renorm_state = None
+    if renorm:
+      renorm_state = core.Renorm(variables['moving_stddev'], variables['renorm_mean'],
+                                 variables['renorm_stddev'], clipping, 1.0 - renorm_momentum)
+    moving = general_moving_statistics(variables['moving_mean'], variables['moving_variance'],
+                                       momentum, renorm=renorm_state)
+  # Off the legacy's fused semantics, fused=False keeps the legacy's kernel too.
+  kernel = False if (fused is False and not use_fused_semantics) else None
+  return core.build(x, axes=axes, training=training, gamma=variables.get('gamma'),
+                    beta=variables.get('beta'), moving=moving, epsilon=epsilon, fused=kernel,
+                    update=trainable, virtual_batch_size=virtual_batch_size,
+                    adjustment=adjustment)
+
+
+def create_variables(shape, dtype, initializers, center, scale, trainable, renorm,
+                     regularizers=None, constraints=None, collections=None):
+  """tf.layers' variables, in its creation order, outside any control flow.
+
+  `collections` maps a variable name to extra collections (slim's
+  `variables_collections`).
+  """
+  regularizers = regularizers or {}
+  constraints = constraints or {}
+  collections = collections or {}
+
+  def make(var_name, initializer, is_trainable):
+    extra = list(collections.get(var_name) or [])
+    kwargs = {}
+    if extra:
+      kwargs['collections'] = [tf.compat.v1.GraphKeys.GLOBAL_VARIABLES] + extra
+      if is_trainable:
+        kwargs['collections'].append(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
+    return tf.compat.v1.get_variable(
+        var_name, shape, dtype, initializer, regularizer=regularizers.get(var_name),
+        trainable=is_trainable, constraint=constraints.get(var_name), **kwargs)
+
+  variables = {}
+  with tf.control_dependencies(None):
+    if scale:
+      variables['gamma'] = make('gamma', initializers['gamma'], trainable)
+    if center:
+      variables['beta'] = make('beta', initializers['beta'], trainable)
+    variables['moving_mean'] = make('moving_mean', initializers['moving_mean'], False)
+    variables['moving_variance'] = make('moving_variance', initializers['moving_variance'], False)
+    if renorm:
+      variance_init = initializers['moving_variance']
+
+      def stddev_initializer(*args, **kwargs):
+        return tf.sqrt(variance_init(*args, **kwargs))
+
+      variables['moving_stddev'] = make('moving_stddev', stddev_initializer, False)
+      variables['renorm_mean'] = make('renorm_mean', initializers['moving_mean'], False)
+      variables['renorm_stddev'] = make('renorm_stddev', stddev_initializer, False)
+  return variables

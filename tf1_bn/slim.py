@@ -1,0 +1,198 @@
+"""`batch_norm`: a drop-in for `tf.contrib.layers.batch_norm` / `slim.batch_norm`.
+
+Same signature, defaults, variable names (`BatchNorm/beta`, `gamma`,
+`moving_mean`, `moving_variance`, and with `zero_debias_moving_mean` the
+helpers `BatchNorm/BatchNorm/moving_mean/biased` and `.../local_step`, whose
+doubled scope is slim's own) and numbers as tf-slim 1.1, on the shared core.
+
+slim picks one of three implementations, and their numbers differ; this
+function reproduces each one's semantics:
+
+* slim's fused path (the default for 2-D inputs, and for 4-D inputs with
+  `zero_debias_moving_mean` or an `updates_collections` other than
+  UPDATE_OPS): epsilon floored at 1.001e-5, Bessel-corrected variance in the
+  moving average;
+* the tf.layers path (4-D and other ranks with UPDATE_OPS, no batch weights,
+  no zero-debias): exactly `tf1_bn.batch_normalization` (renorm and
+  adjustment live only here);
+* slim's general path (batch weights, or the cases above with `fused=False`):
+  exact epsilon, population variance, variables in the input's dtype.
+
+Differences, each deliberate: `param_regularizers` are applied on every path
+(slim's general path silently drops them); an empty batch or non-finite
+statistics leave the moving statistics unchanged.
+"""
+import tensorflow as tf
+
+from tf1_bn import core
+from tf1_bn import layers
+from tf1_bn import switch as switch_lib
+from tf1_bn import validation as v
+
+DATA_FORMATS = ('NHWC', 'NCHW')
+UPDATE_OPS = tf.compat.v1.GraphKeys.UPDATE_OPS
+PARAM_INITIALIZER_KEYS = ('beta', 'gamma', 'moving_mean', 'moving_variance')
+PARAM_REGULARIZER_KEYS = ('beta', 'gamma')
+
+
+def _check_keys(mapping, keys, arg_name):
+  mapping = dict(mapping or {})
+  unknown = set(mapping) - set(keys)
+  if unknown:
+    raise ValueError(f'`{arg_name}` has unknown keys {sorted(unknown)}; expected keys among '
+                     f'{list(keys)}.')
+  return mapping
+
+
+def _collections_list(collections, arg_name):
+  if collections is None:
+    return None
+  if isinstance(collections, str):
+    return [collections]
+  if isinstance(collections, (list, tuple)) and all(isinstance(c, str) for c in collections):
+    return list(collections)
+  raise TypeError(f'`{arg_name}` must be None, a collection name or a list of names, received '
+                  f'{collections!r}.')
+
+
+def _variable_collections(variables_collections):
+  """Per-variable extra collections: slim's model variables plus the user's."""
+  model = [tf.compat.v1.GraphKeys.MODEL_VARIABLES]
+  result = {}
+  for var_name in PARAM_INITIALIZER_KEYS:
+    if isinstance(variables_collections, dict):
+      extra = variables_collections.get(var_name) or []
+    else:
+      extra = variables_collections or []
+    result[var_name] = model + list(extra)
+  return result
+
+
+def _slim_path(rank, fused, renorm, batch_weights, adjustment, zero_debias, updates_collections):
+  """Which of slim's implementations the legacy function would run."""
+  possible_to_fuse = (batch_weights is None and not renorm and rank in (2, 4) and
+                      adjustment is None)
+  # slim compares with `is`: only the (default) UPDATE_OPS string itself counts.
+  on_update_ops = isinstance(updates_collections, str) and updates_collections == UPDATE_OPS
+  if fused and possible_to_fuse and (zero_debias or rank == 2 or not on_update_ops):
+    return 'fused'
+  if batch_weights is None and on_update_ops and not zero_debias:
+    return 'layer'
+  return 'general'
+
+
+def _collect_outputs(outputs, alias, collections):
+  if collections:
+    outputs.aliases = list(getattr(outputs, 'aliases', [])) + [alias.rstrip('/')]
+    for collection in collections:
+      tf.compat.v1.add_to_collection(collection, outputs)
+  return outputs
+
+
+def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, activation_fn=None,
+               param_initializers=None, param_regularizers=None,
+               updates_collections=tf.compat.v1.GraphKeys.UPDATE_OPS, is_training=True,
+               reuse=None, variables_collections=None, outputs_collections=None,
+               trainable=True, batch_weights=None, fused=None, data_format='NHWC',
+               zero_debias_moving_mean=False, scope=None, renorm=False, renorm_clipping=None,
+               renorm_decay=0.99, adjustment=None):
+  """Drop-in for `slim.batch_norm` / `tf.contrib.layers.batch_norm` (see the module doc).
+
+  `updates_collections=None` updates the moving statistics in place (the
+  output depends on the update); otherwise two update ops per call go into
+  each named collection. `data_format='NCHW'` normalizes axis 1.
+  """
+  v.check_graph_mode('batch_norm')
+  shape, dtype = v.static_shape_and_dtype(inputs)
+  v.check_float_dtype(dtype)
+  rank = v.check_rank(shape, min_rank=2)
+  v.check_choice(data_format, DATA_FORMATS, 'data_format')
+  axes = v.normalize_axis(1 if data_format == 'NCHW' else -1, shape,
+                          arg_name='data_format axis')
+  is_training = switch_lib.check_training(is_training, 'is_training', allow_int=True)
+  decay = v.check_probability(decay, 'decay')
+  epsilon = v.check_positive(epsilon, 'epsilon')
+  center, scale = v.check_bool(center, 'center'), v.check_bool(scale, 'scale')
+  trainable = v.check_bool(trainable, 'trainable')
+  renorm = v.check_bool(renorm, 'renorm')
+  zero_debias = v.check_bool(zero_debias_moving_mean, 'zero_debias_moving_mean')
+  reuse = v.check_reuse(reuse)
+  fused = True if fused is None else v.check_bool(fused, 'fused')
+  initializer_args = _check_keys(param_initializers, PARAM_INITIALIZER_KEYS, 'param_initializers')
+  regularizers = _check_keys(param_regularizers, PARAM_REGULARIZER_KEYS, 'param_regularizers')
+  updates_list = _collections_list(updates_collections, 'updates_collections')
+  outputs_list = _collections_list(outputs_collections, 'outputs_collections')
+  layers.check_optional_callable(activation_fn, 'activation_fn')
+  layers.check_optional_callable(adjustment, 'adjustment')
+  defaults = {'beta': tf.compat.v1.zeros_initializer, 'gamma': tf.compat.v1.ones_initializer,
+              'moving_mean': tf.compat.v1.zeros_initializer,
+              'moving_variance': tf.compat.v1.ones_initializer}
+  initializers = {key: layers.initializer_from(initializer_args.get(key), defaults[key],
+                                               f'param_initializers[{key!r}]')
+                  for key in PARAM_INITIALIZER_KEYS}
+  path = _slim_path(rank, fused, renorm, batch_weights, adjustment, zero_debias,
+                    updates_collections)
+  if path == 'general' and renorm:
+    raise ValueError('renorm is not supported with batch_weights, updates_collections or '
+                     'zero_debias_moving_mean (as in slim).')
+  clipping = layers.check_renorm_clipping(renorm_clipping) if renorm else {}
+  renorm_decay = v.check_probability(renorm_decay, 'renorm_decay') if renorm else None
+  if batch_weights is not None:
+    weights_shape, _ = v.static_shape_and_dtype(batch_weights, 'batch_weights')
+    if not weights_shape.is_compatible_with(shape[:1]):
+      raise ValueError(f'`batch_weights` must have shape [batch] = {shape[:1]}, received '
+                       f'{weights_shape}.')
+
+  collections = _variable_collections(variables_collections)
+  with tf.compat.v1.variable_scope(scope, 'BatchNorm', reuse=reuse) as sc:
+    x = tf.convert_to_tensor(inputs)
+    if path == 'layer':
+      outputs, update = layers.build_layer(
+          x, axes, momentum=decay, epsilon=epsilon, center=center, scale=scale,
+          initializers=initializers, regularizers=regularizers, constraints={},
+          training=is_training, trainable=trainable, renorm=renorm, clipping=clipping,
+          renorm_momentum=renorm_decay, fused=fused, virtual_batch_size=None,
+          adjustment=adjustment, collections=collections)
+      outputs = core.attach_update(outputs, update, 'collection', per_variable=True)
+    else:
+      outputs = _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializers,
+                            regularizers, collections, is_training, trainable, zero_debias,
+                            batch_weights, updates_list, fused)
+    if activation_fn is not None:
+      outputs = activation_fn(outputs)
+    return _collect_outputs(outputs, sc.name, outputs_list)
+
+
+def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializers, regularizers,
+                collections, is_training, trainable, zero_debias, batch_weights, updates_list,
+                fused):
+  """slim's own fused and general paths."""
+  if path == 'fused':
+    epsilon = max(epsilon, core.CUDNN_MIN_EPSILON)
+    param_dtype, variance_kind = tf.float32, 'sample'
+  else:
+    # slim's general path keeps its variables in the input's dtype.
+    param_dtype, variance_kind = dtype, 'population'
+  variables = layers.create_variables([x.shape[axes[0]]], param_dtype, initializers, center,
+                                      scale, trainable, renorm=False, regularizers=regularizers,
+                                      collections=collections)
+  debias = None
+  if zero_debias:
+    moving_mean = variables['moving_mean']
+    with tf.control_dependencies(None), tf.compat.v1.variable_scope(moving_mean.op.name):
+      debias = (
+          tf.compat.v1.get_variable('biased', moving_mean.shape, moving_mean.dtype.base_dtype,
+                                    tf.compat.v1.zeros_initializer(), trainable=False),
+          tf.compat.v1.get_variable('local_step', [], moving_mean.dtype.base_dtype,
+                                    tf.compat.v1.zeros_initializer(), trainable=False))
+  moving = core.MovingStatistics(variables['moving_mean'], variables['moving_variance'],
+                                 1.0 - decay, variance_kind, zero_debias=debias)
+  training = switch_lib.resolve_training(is_training)
+  outputs, update = core.build(
+      x, axes=axes, training=training, gamma=variables.get('gamma'), beta=variables.get('beta'),
+      moving=moving, epsilon=epsilon, fused=None if (path == 'fused' or fused) else False,
+      batch_weights=batch_weights)
+  if updates_list is None:
+    return core.attach_update(outputs, update, 'inline')
+  return core.attach_update(outputs, update, 'collection', collections=updates_list,
+                            per_variable=True)
