@@ -12,6 +12,10 @@ def build_parser():
   example.add_argument('--steps', type=int, default=300)
   example.add_argument('--seed', type=int, default=0)
   example.set_defaults(run=_example)
+  from tf1_bn import bench
+  bench_parser = sub.add_parser('bench', help='time tf1_bn against the recipe and the legacy layer')
+  bench.build_parser(bench_parser)
+  bench_parser.set_defaults(run=lambda args: bench.main(args))
   return parser
 
 

@@ -1,0 +1,29 @@
+"""The benchmark runs end to end on tiny shapes (no timing is asserted)."""
+import numpy as np
+
+from tf1_bn import bench
+
+
+def test_benchmark_runs_on_tiny_shapes_and_writes_its_outputs(tmp_path):
+  args = bench.build_parser().parse_args(
+      ['--cases', 'nhwc:2x3x3x4', '2d:8x5', '--steps', '2', '--warmup', '1', '--out',
+       str(tmp_path)])
+  # In-process run, legacy rows skipped (they need TF_USE_LEGACY_KERAS set
+  # before TensorFlow is imported).
+  rows = []
+  for case in args.cases:
+    label, shape = bench.parse_case(case)
+    for mode in args.modes:
+      rows.extend(bench.run_case(label, shape, 'float32', mode, args.steps, args.warmup, False))
+  assert len(rows) == 2 * 2 * 4
+  reference_rows = [r for r in rows if r['implementation'] == r['reference']]
+  assert all(r['ratio'] == 1.0 for r in reference_rows)
+  assert all(r['ms'] > 0 and np.isfinite(r['gbps']) for r in rows)
+  table = bench.markdown(rows)
+  assert table.count('\n') == len(rows) + 2
+  bench.bar_chart(rows, tmp_path / 'bench.png')
+  assert (tmp_path / 'bench.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_parse_case():
+  assert bench.parse_case('nchw:64x64x32x32') == ('nchw', [64, 64, 32, 32])

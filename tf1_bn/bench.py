@@ -1,0 +1,224 @@
+"""Benchmark: tf1_bn's front-ends against the classic recipe and the legacy layer.
+
+Each implementation gets its own graph and session; the steps alternate
+between implementations so machine noise hits all of them alike, and each
+reports the median. The copy bound is measured on the spot: numpy copying a
+tensor of the same size (one read, one write), which is what a one-pass BN
+inference has to do at least.
+
+The legacy tf.compat.v1.layers.batch_normalization needs tf-keras and
+TF_USE_LEGACY_KERAS=1 before TensorFlow is imported: when tf-keras is
+installed and the variable is unset, `main` re-runs itself with it set.
+"""
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_CASES = ('nhwc:64x32x32x64', '2d:4096x1024')
+
+
+def classic_recipe(x, training, name='bn', moving_decay=0.9, eps=1e-5):
+  """The hand-written recipe people copy (moments + EMA + tf.cond)."""
+  import tensorflow as tf
+  v1 = tf.compat.v1
+  shape = x.shape
+  params_shape = shape[-1:]
+  with v1.variable_scope(name):
+    gamma = v1.get_variable('gamma', params_shape, initializer=v1.constant_initializer(1))
+    beta = v1.get_variable('beta', params_shape, initializer=v1.constant_initializer(0))
+    axes = list(range(len(shape) - 1))
+    batch_mean, batch_var = tf.nn.moments(x, axes, name='moments')
+    ema = v1.train.ExponentialMovingAverage(moving_decay, name='ema')
+
+    def mean_var_with_update():
+      ema_apply_op = ema.apply([batch_mean, batch_var])
+      with tf.control_dependencies([ema_apply_op]):
+        return tf.identity(batch_mean), tf.identity(batch_var)
+
+    mean, var = tf.cond(tf.equal(training, True), mean_var_with_update,
+                        lambda: (ema.average(batch_mean), ema.average(batch_var)))
+    return tf.nn.batch_normalization(x, mean, var, beta, gamma, eps)
+
+
+def _implementations(legacy_available):
+  import tf1_bn
+  impls = {
+      'bn_layer': lambda x, t: tf1_bn.bn_layer(x, training=t),
+      'batch_normalization': lambda x, t: tf1_bn.batch_normalization(x, training=t),
+      'batch_norm': lambda x, t: tf1_bn.batch_norm(x, is_training=t, scale=True),
+      'classic recipe': classic_recipe,
+  }
+  if legacy_available:
+    import tensorflow as tf
+    impls['legacy fused=True'] = lambda x, t: tf.compat.v1.layers.batch_normalization(
+        x, training=t, fused=True)
+    impls['legacy fused=False'] = lambda x, t: tf.compat.v1.layers.batch_normalization(
+        x, training=t, fused=False)
+  return impls
+
+
+class _Runner:
+  """One implementation in its own graph and session."""
+
+  def __init__(self, build, shape, dtype, mode):
+    import tensorflow as tf
+    v1 = tf.compat.v1
+    self.graph = tf.Graph()
+    with self.graph.as_default():
+      x = v1.get_variable('x', shape, dtype, v1.random_normal_initializer(1.0, 2.0),
+                          trainable=False)
+      self.training = v1.placeholder(tf.bool, [], name='is_training')
+      y = build(x, self.training)
+      if mode == 'train':
+        params = [v for v in v1.trainable_variables()]
+        grads = tf.gradients(tf.reduce_sum(tf.cast(y, tf.float32)), [x] + params)
+        self.fetch = [tf.group(*grads), tf.group(*v1.get_collection(v1.GraphKeys.UPDATE_OPS))]
+        self.feed = {self.training: True}
+      else:
+        self.fetch = tf.group(y)
+        self.feed = {self.training: False}
+      config = v1.ConfigProto(graph_options=v1.GraphOptions(
+          optimizer_options=v1.OptimizerOptions(opt_level=v1.OptimizerOptions.L1)))
+      self.sess = v1.Session(config=config)
+      self.sess.run(v1.global_variables_initializer())
+
+  def step(self):
+    start = time.perf_counter()
+    self.sess.run(self.fetch, self.feed)
+    return time.perf_counter() - start
+
+
+def copy_bound_seconds(nbytes, repeats=30):
+  source = np.ones(nbytes // 4, np.float32)
+  target = np.empty_like(source)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    np.copyto(target, source)
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def parse_case(text):
+  """'nhwc:64x32x32x64' -> ('nhwc', [64, 32, 32, 64])."""
+  label, _, dims = text.partition(':')
+  return label, [int(d) for d in dims.split('x')]
+
+
+def run_case(label, shape, dtype_name, mode, steps, warmup, legacy_available, log=print):
+  import tensorflow as tf
+  dtype = tf.as_dtype(dtype_name)
+  runners = {name: _Runner(build, shape, dtype, mode)
+             for name, build in _implementations(legacy_available).items()}
+  for runner in runners.values():
+    for _ in range(warmup):
+      runner.step()
+  times = {name: [] for name in runners}
+  names = list(runners)
+  for step in range(steps):
+    # Rotate the order: the first runner of a round pays for the previous
+    # round's cache traffic, so every implementation takes every position.
+    offset = step % len(names)
+    for name in names[offset:] + names[:offset]:
+      times[name].append(runners[name].step())
+  nbytes = int(np.prod(shape)) * dtype.size
+  bound = copy_bound_seconds(nbytes)
+  reference = 'legacy fused=True' if legacy_available else 'classic recipe'
+  rows = []
+  for name, samples in times.items():
+    median = float(np.median(samples))
+    rows.append({
+        'case': f'{label} {"x".join(map(str, shape))} {dtype_name} {mode}',
+        'implementation': name, 'ms': median * 1e3, 'gbps': nbytes / median / 1e9,
+        'ratio': median / float(np.median(times[reference])),
+        'copy_fraction': bound / median, 'reference': reference})
+  for runner in runners.values():
+    runner.sess.close()
+  return rows
+
+
+def markdown(rows):
+  lines = ['| case | implementation | median ms | GB/s (input) | vs legacy fused | of copy bound |',
+           '|---|---|---|---|---|---|']
+  for row in rows:
+    lines.append(f"| {row['case']} | {row['implementation']} | {row['ms']:.2f} | "
+                 f"{row['gbps']:.1f} | {row['ratio']:.2f}x | {row['copy_fraction']:.0%} |")
+  return '\n'.join(lines) + '\n'
+
+
+def bar_chart(rows, path):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  cases = list(dict.fromkeys(r['case'] for r in rows))
+  impls = list(dict.fromkeys(r['implementation'] for r in rows))
+  fig, ax = plt.subplots(figsize=(11, 0.6 * len(cases) * len(impls) / 3 + 2))
+  width = 0.8 / len(impls)
+  for i, impl in enumerate(impls):
+    values = [next((r['ms'] for r in rows if r['case'] == c and r['implementation'] == impl),
+                   np.nan) for c in cases]
+    ax.barh(np.arange(len(cases)) + i * width, values, width, label=impl)
+  ax.set_yticks(np.arange(len(cases)) + 0.4 - width / 2)
+  ax.set_yticklabels(cases)
+  ax.set_xlabel('median milliseconds per step (lower is better)')
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def build_parser(parser=None):
+  parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--cases', nargs='+', default=list(DEFAULT_CASES),
+                      help='label:shape, e.g. nhwc:64x32x32x64 nchw:64x64x32x32 2d:4096x1024')
+  parser.add_argument('--dtypes', nargs='+', default=['float32'])
+  parser.add_argument('--modes', nargs='+', default=['train', 'inference'],
+                      choices=['train', 'inference'])
+  parser.add_argument('--steps', type=int, default=30)
+  parser.add_argument('--warmup', type=int, default=5)
+  parser.add_argument('--out', default='bench_out')
+  return parser
+
+
+def _legacy_installed():
+  return importlib.util.find_spec('tf_keras') is not None
+
+
+def main(args=None):
+  args = args if isinstance(args, argparse.Namespace) else build_parser().parse_args(args)
+  if _legacy_installed() and os.environ.get('TF_USE_LEGACY_KERAS') != '1':
+    env = dict(os.environ, TF_USE_LEGACY_KERAS='1')
+    argv = [sys.executable, '-m', 'tf1_bn.bench', '--cases', *args.cases, '--dtypes',
+            *args.dtypes, '--modes', *args.modes, '--steps', str(args.steps), '--warmup',
+            str(args.warmup), '--out', args.out]
+    return subprocess.call(argv, env=env)
+  legacy = _legacy_installed()
+  if not legacy:
+    print('tf-keras is not installed: skipping the legacy tf.compat.v1.layers rows '
+          '(pip install tf-keras to compare with it).')
+  import tensorflow as tf
+  rows = []
+  for case in args.cases:
+    label, shape = parse_case(case)
+    for dtype in args.dtypes:
+      for mode in args.modes:
+        rows.extend(run_case(label, shape, dtype, mode, args.steps, args.warmup, legacy))
+  os.makedirs(args.out, exist_ok=True)
+  header = (f'TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, median of {args.steps} '
+            f'alternated steps after {args.warmup} warm-up steps\n\n')
+  table = header + markdown(rows)
+  with open(os.path.join(args.out, 'bench.md'), 'w') as f:
+    f.write(table)
+  bar_chart(rows, os.path.join(args.out, 'bench.png'))
+  print(table)
+  print(f"wrote {os.path.join(args.out, 'bench.md')} and bench.png")
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
