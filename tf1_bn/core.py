@@ -20,6 +20,7 @@ chosen by the front-end and hold on both kernels.
 """
 import dataclasses
 import logging
+import warnings
 from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
@@ -415,5 +416,4 @@ def warn_once(key, message):
   if key not in _warned:
     _warned.add(key)
     _log.warning(message)
-    import warnings
     warnings.warn(message, stacklevel=3)

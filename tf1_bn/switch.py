@@ -81,9 +81,3 @@ def switch(training, training_fn, inference_fn):
   if known is not None:
     return training_fn() if known else inference_fn()
   return tf.cond(training, training_fn, inference_fn)
-
-
-def as_bool_tensor(training):
-  if isinstance(training, bool):
-    return tf.constant(training)
-  return training
