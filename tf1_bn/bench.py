@@ -110,7 +110,7 @@ def parse_case(text):
   return label, [int(d) for d in dims.split('x')]
 
 
-def run_case(label, shape, dtype_name, mode, steps, warmup, legacy_available, log=print):
+def run_case(label, shape, dtype_name, mode, steps, warmup, legacy_available):
   import tensorflow as tf
   dtype = tf.as_dtype(dtype_name)
   runners = {name: _Runner(build, shape, dtype, mode)

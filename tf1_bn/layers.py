@@ -57,6 +57,21 @@ def initializer_from(value, default, arg_name):
   return value
 
 
+# The legacy defaults, by variable name; both drop-ins take theirs from here.
+DEFAULT_INITIALIZERS = {
+    'beta': tf.compat.v1.zeros_initializer,
+    'gamma': tf.compat.v1.ones_initializer,
+    'moving_mean': tf.compat.v1.zeros_initializer,
+    'moving_variance': tf.compat.v1.ones_initializer,
+}
+
+
+def initializers_from(values, arg_names):
+  """Initializers by variable name from user values (None means the default)."""
+  return {key: initializer_from(values.get(key), default, arg_names[key])
+          for key, default in DEFAULT_INITIALIZERS.items()}
+
+
 def check_optional_callable(value, arg_name):
   if value is not None and not callable(value):
     raise TypeError(f'`{arg_name}` must be callable or None, received {value!r}.')
@@ -162,17 +177,10 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
   trainable = v.check_bool(trainable, 'trainable')
   renorm = v.check_bool(renorm, 'renorm')
   reuse = v.check_reuse(reuse)
-  initializers = {
-      'beta': initializer_from(beta_initializer, tf.compat.v1.zeros_initializer,
-                               'beta_initializer'),
-      'gamma': initializer_from(gamma_initializer, tf.compat.v1.ones_initializer,
-                                'gamma_initializer'),
-      'moving_mean': initializer_from(moving_mean_initializer, tf.compat.v1.zeros_initializer,
-                                      'moving_mean_initializer'),
-      'moving_variance': initializer_from(moving_variance_initializer,
-                                          tf.compat.v1.ones_initializer,
-                                          'moving_variance_initializer'),
-  }
+  initializers = initializers_from(
+      {'beta': beta_initializer, 'gamma': gamma_initializer,
+       'moving_mean': moving_mean_initializer, 'moving_variance': moving_variance_initializer},
+      {key: f'{key}_initializer' for key in DEFAULT_INITIALIZERS})
   for arg_name, value in (('beta_regularizer', beta_regularizer),
                           ('gamma_regularizer', gamma_regularizer),
                           ('beta_constraint', beta_constraint),
@@ -256,9 +264,8 @@ def create_variables(shape, dtype, initializers, center, scale, trainable, renor
     extra = list(collections.get(var_name) or [])
     kwargs = {}
     if extra:
+      # get_variable adds TRAINABLE_VARIABLES itself for a trainable variable.
       kwargs['collections'] = [tf.compat.v1.GraphKeys.GLOBAL_VARIABLES] + extra
-      if is_trainable:
-        kwargs['collections'].append(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
     return tf.compat.v1.get_variable(
         var_name, shape, dtype, initializer, regularizer=regularizers.get(var_name),
         trainable=is_trainable, constraint=constraints.get(var_name), **kwargs)

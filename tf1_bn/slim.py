@@ -31,7 +31,7 @@ from tf1_bn import validation as v
 
 DATA_FORMATS = ('NHWC', 'NCHW')
 UPDATE_OPS = tf.compat.v1.GraphKeys.UPDATE_OPS
-PARAM_INITIALIZER_KEYS = ('beta', 'gamma', 'moving_mean', 'moving_variance')
+PARAM_INITIALIZER_KEYS = tuple(layers.DEFAULT_INITIALIZERS)
 PARAM_REGULARIZER_KEYS = ('beta', 'gamma')
 
 
@@ -124,12 +124,8 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   outputs_list = _collections_list(outputs_collections, 'outputs_collections')
   layers.check_optional_callable(activation_fn, 'activation_fn')
   layers.check_optional_callable(adjustment, 'adjustment')
-  defaults = {'beta': tf.compat.v1.zeros_initializer, 'gamma': tf.compat.v1.ones_initializer,
-              'moving_mean': tf.compat.v1.zeros_initializer,
-              'moving_variance': tf.compat.v1.ones_initializer}
-  initializers = {key: layers.initializer_from(initializer_args.get(key), defaults[key],
-                                               f'param_initializers[{key!r}]')
-                  for key in PARAM_INITIALIZER_KEYS}
+  initializers = layers.initializers_from(
+      initializer_args, {key: f'param_initializers[{key!r}]' for key in PARAM_INITIALIZER_KEYS})
   path = _slim_path(rank, fused, renorm, batch_weights, adjustment, zero_debias,
                     updates_collections)
   if path == 'general' and renorm:
