@@ -2,6 +2,8 @@
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -22,3 +24,21 @@ def test_ci_runs_the_readme_test_command():
   test_command = _setup_commands()[1]
   assert 'pytest' in test_command
   assert test_command in ci.splitlines()
+
+
+def _guide_snippets():
+  readme = (ROOT / 'README.md').read_text(encoding='utf-8')
+  section = readme.split('\n## Guide', 1)[1].split('\n## ', 1)[0]
+  return re.findall(r'```python\n(.+?)\n```', section, re.S)
+
+
+def test_guide_has_a_snippet_per_question():
+  readme = (ROOT / 'README.md').read_text(encoding='utf-8')
+  section = readme.split('\n## Guide', 1)[1].split('\n## ', 1)[0]
+  assert len(_guide_snippets()) == section.count('\n### ') == 8
+
+
+@pytest.mark.parametrize('index', range(8))
+def test_guide_snippet_runs_and_its_assertions_hold(index):
+  # Each snippet asserts its numbers against numpy itself.
+  exec(compile(_guide_snippets()[index], f'README guide snippet {index}', 'exec'), {})

@@ -11,47 +11,25 @@ TF_USE_LEGACY_KERAS=1 before TensorFlow is imported: when tf-keras is
 installed and the variable is unset, `main` re-runs itself with it set.
 """
 import argparse
-import importlib.util
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
+from tf1_bn import legacy
+
 DEFAULT_CASES = ('nhwc:64x32x32x64', '2d:4096x1024')
-
-
-def classic_recipe(x, training, name='bn', moving_decay=0.9, eps=1e-5):
-  """The hand-written recipe people copy (moments + EMA + tf.cond)."""
-  import tensorflow as tf
-  v1 = tf.compat.v1
-  shape = x.shape
-  params_shape = shape[-1:]
-  with v1.variable_scope(name):
-    gamma = v1.get_variable('gamma', params_shape, initializer=v1.constant_initializer(1))
-    beta = v1.get_variable('beta', params_shape, initializer=v1.constant_initializer(0))
-    axes = list(range(len(shape) - 1))
-    batch_mean, batch_var = tf.nn.moments(x, axes, name='moments')
-    ema = v1.train.ExponentialMovingAverage(moving_decay, name='ema')
-
-    def mean_var_with_update():
-      ema_apply_op = ema.apply([batch_mean, batch_var])
-      with tf.control_dependencies([ema_apply_op]):
-        return tf.identity(batch_mean), tf.identity(batch_var)
-
-    mean, var = tf.cond(tf.equal(training, True), mean_var_with_update,
-                        lambda: (ema.average(batch_mean), ema.average(batch_var)))
-    return tf.nn.batch_normalization(x, mean, var, beta, gamma, eps)
 
 
 def _implementations(legacy_available):
   import tf1_bn
+  from tf1_bn import recipe
   impls = {
       'bn_layer': lambda x, t: tf1_bn.bn_layer(x, training=t),
       'batch_normalization': lambda x, t: tf1_bn.batch_normalization(x, training=t),
       'batch_norm': lambda x, t: tf1_bn.batch_norm(x, is_training=t, scale=True),
-      'classic recipe': classic_recipe,
+      'classic recipe': recipe.classic_recipe,
   }
   if legacy_available:
     import tensorflow as tf
@@ -185,29 +163,21 @@ def build_parser(parser=None):
   return parser
 
 
-def _legacy_installed():
-  return importlib.util.find_spec('tf_keras') is not None
-
-
-def main(args=None):
-  args = args if isinstance(args, argparse.Namespace) else build_parser().parse_args(args)
-  if _legacy_installed() and os.environ.get('TF_USE_LEGACY_KERAS') != '1':
-    env = dict(os.environ, TF_USE_LEGACY_KERAS='1')
-    argv = [sys.executable, '-m', 'tf1_bn.bench', '--cases', *args.cases, '--dtypes',
-            *args.dtypes, '--modes', *args.modes, '--steps', str(args.steps), '--warmup',
-            str(args.warmup), '--out', args.out]
-    return subprocess.call(argv, env=env)
-  legacy = _legacy_installed()
-  if not legacy:
-    print('tf-keras is not installed: skipping the legacy tf.compat.v1.layers rows '
-          '(pip install tf-keras to compare with it).')
+def main(argv=None):
+  args, status = legacy.parse_or_rerun('tf1_bn.bench', build_parser, argv)
+  if status is not None:
+    return status
+  legacy_available = legacy.active()
+  if not legacy_available:
+    print(legacy.SKIP_MESSAGE + ' Skipping the legacy rows.')
   import tensorflow as tf
   rows = []
   for case in args.cases:
     label, shape = parse_case(case)
     for dtype in args.dtypes:
       for mode in args.modes:
-        rows.extend(run_case(label, shape, dtype, mode, args.steps, args.warmup, legacy))
+        rows.extend(run_case(label, shape, dtype, mode, args.steps, args.warmup,
+                             legacy_available))
   os.makedirs(args.out, exist_ok=True)
   header = (f'TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, median of {args.steps} '
             f'alternated steps after {args.warmup} warm-up steps\n\n')

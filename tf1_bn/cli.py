@@ -1,6 +1,15 @@
-"""The `tf1-bn` command."""
+"""The `tf1-bn` command: one subcommand per module, each with its own --help."""
 import argparse
+import importlib
 import sys
+
+# subcommand: (module with build_parser(parser) and main(argv), one-line help)
+COMMANDS = {
+    'demo': ('tf1_bn.demo', 'train BN studies on the digits data; table and plots'),
+    'pitfalls': ('tf1_bn.pitfalls', 'reproduce the classic TF1 batch-norm pitfalls'),
+    'bench': ('tf1_bn.bench', 'time tf1_bn against the recipe and the legacy layer'),
+    'example': ('tf1_bn.example', 'train the README example (an MLP with bn_layer)'),
+}
 
 
 def build_parser():
@@ -8,26 +17,18 @@ def build_parser():
       prog='tf1-bn', description='Batch normalization for TF1 graph-mode models.')
   sub = parser.add_subparsers(dest='command', metavar='COMMAND')
   sub.required = True
-  example = sub.add_parser('example', help='train the README example (an MLP with bn_layer)')
-  example.add_argument('--steps', type=int, default=300)
-  example.add_argument('--seed', type=int, default=0)
-  example.set_defaults(run=_example)
-  from tf1_bn import bench
-  bench_parser = sub.add_parser('bench', help='time tf1_bn against the recipe and the legacy layer')
-  bench.build_parser(bench_parser)
-  bench_parser.set_defaults(run=lambda args: bench.main(args))
+  for name, (module, help_text) in COMMANDS.items():
+    importlib.import_module(module).build_parser(
+        sub.add_parser(name, help=help_text, description=help_text))
   return parser
 
 
-def _example(args):
-  from tf1_bn import example
-  example.main(steps=args.steps, seed=args.seed)
-  return 0
-
-
 def main(argv=None):
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = build_parser().parse_args(argv)
-  return args.run(args)
+  # Each module parses its own arguments again: the ones that compare with the
+  # legacy layer re-run themselves with the same argv.
+  return importlib.import_module(COMMANDS[args.command][0]).main(argv[1:])
 
 
 if __name__ == '__main__':

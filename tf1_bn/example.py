@@ -1,4 +1,7 @@
 """The README example: a two-layer MLP with bn_layer, trained in a session loop."""
+import argparse
+import sys
+
 import numpy as np
 import tensorflow as tf
 
@@ -7,7 +10,7 @@ import tf1_bn
 v1 = tf.compat.v1
 
 
-def main(steps=300, seed=0):
+def train(steps=300, seed=0):
   rng = np.random.RandomState(seed)
   centers = rng.randn(3, 10) * 2.0
   labels = rng.randint(0, 3, 3000)
@@ -37,5 +40,18 @@ def main(steps=300, seed=0):
   return test_accuracy
 
 
+def build_parser(parser=None):
+  parser = parser or argparse.ArgumentParser(prog='tf1-bn example')
+  parser.add_argument('--steps', type=int, default=300)
+  parser.add_argument('--seed', type=int, default=0)
+  return parser
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  train(args.steps, args.seed)
+  return 0
+
+
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

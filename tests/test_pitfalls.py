@@ -1,0 +1,117 @@
+"""`tf1-bn pitfalls`: every pitfall still reproduces on the installed
+TensorFlow, and tf1_bn's way gives the numbers an independent numpy
+reference gives."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import reference
+from tf1_bn import legacy, pitfalls
+
+
+@pytest.fixture(scope='module')
+def outcomes(tmp_path_factory):
+  path = tmp_path_factory.mktemp('pitfalls') / 'outcomes.json'
+  env = {k: v for k, v in os.environ.items() if k != 'TF_USE_LEGACY_KERAS'}
+  completed = subprocess.run([sys.executable, '-m', 'tf1_bn.pitfalls', '--json', str(path)],
+                             env=env, capture_output=True, text=True, timeout=600)
+  assert completed.returncode == 0, completed.stdout + completed.stderr
+  return {o['key']: o for o in json.loads(path.read_text())}, completed.stdout
+
+
+def _outcome(outcomes, key):
+  outcome = outcomes[0][key]
+  assert not outcome['skipped'], outcome['skipped']
+  assert outcome['reproduced'], outcome['evidence']
+  assert outcome['remedy_ok'], outcome['remedy']
+  return outcome
+
+
+def test_every_pitfall_runs_and_is_printed(outcomes):
+  assert list(outcomes[0]) == [p.__name__ for p in pitfalls.PITFALLS]
+  for index, outcome in enumerate(outcomes[0].values(), 1):
+    assert f'{index}. {outcome["title"]}' in outcomes[1]
+  assert 'DOES NOT reproduce' not in outcomes[1] and 'FAILED' not in outcomes[1]
+
+
+def test_undefined_axis(outcomes):
+  outcome = _outcome(outcomes, 'undefined_axis')
+  assert 'ValueError: Input has undefined `axis` dimension' in outcome['evidence']
+  assert '(features, batch)' in outcome['remedy']
+  details = outcome['details']
+  expected, _, _ = reference.batch_norm_train(np.array(details['batch']), None, None,
+                                              details['eps'], -1)
+  assert reference.max_relative_error(details['output'], expected) < 1e-5
+
+
+def test_incompatible_shapes_7_vs_2(outcomes):
+  outcome = _outcome(outcomes, 'incompatible_shapes')
+  assert 'Incompatible shapes: [7] vs. [2]' in outcome['evidence']
+  details = outcome['details']
+  assert details['sizes'] == [7, 2]
+  for pre_bn, output in zip(details['pre_bn'], details['outputs']):
+    expected, _, _ = reference.batch_norm_train(np.array(pre_bn), None, None, details['eps'], -1)
+    assert reference.max_relative_error(output, expected) < 1e-5
+
+
+def test_missing_update_ops_collapses_evaluation(outcomes):
+  details = _outcome(outcomes, 'missing_update_ops')['details']
+  for name, values in details['broken_moving'].items():
+    assert np.all(np.array(values) == (0.0 if name.endswith('mean') else 1.0)), name
+  assert details['broken_accuracy_training_true'] > 0.9
+  assert details['broken_accuracy_inference'] < details['broken_accuracy_training_true'] - 0.3
+  assert details['fixed_accuracy_inference'] >= 0.9
+  assert 'bn_a, bn_b' in details['check_error']
+
+
+def test_training_true_at_test(outcomes):
+  details = _outcome(outcomes, 'training_true_at_test')['details']
+  assert details['train_gap'] > 1e-2
+  assert details['infer_gap'] <= 1e-5
+
+
+def test_trainable_vs_training(outcomes):
+  details = _outcome(outcomes, 'trainable_vs_training')['details']
+  assert details['legacy_gap'] > 0.1
+  batch = np.array(details['batch'])
+  mean = np.full(3, pitfalls.PRETRAINED_MEAN)
+  variance = np.full(3, pitfalls.PRETRAINED_VARIANCE)
+  expected = reference.normalize(batch, mean, variance, None, None, 1e-5, -1)
+  assert reference.max_relative_error(details['ours_fine_tune'], expected) < 1e-5
+  for name, values in details['ours_moving_after'].items():
+    np.testing.assert_array_equal(values, mean if name.endswith('mean') else variance)
+
+
+def test_recipe_inference_computes_moments(outcomes):
+  details = _outcome(outcomes, 'recipe_inference_moments')['details']
+  assert details['recipe'] >= 2 and details['bn_layer'] == 0
+
+
+def test_recipe_variance_starts_at_zero_matches_the_ema_replay(outcomes):
+  details = _outcome(outcomes, 'recipe_variance_starts_at_zero')['details']
+  data = np.random.RandomState(4).randn(64, 8).astype(np.float32) * 2
+  mean, var = reference.moments(data, -1)
+  for name, initial_variance in (('recipe', 0.0), ('bn_layer', 1.0)):
+    for steps, measured in zip(details['checkpoints'], details['stds'][name]):
+      moving_mean = reference.ema(np.zeros(8), [mean] * steps, 0.9)
+      moving_var = reference.ema(np.full(8, initial_variance), [var] * steps, 0.9)
+      expected = reference.normalize(data, moving_mean, moving_var, None, None, 1e-5, -1).std()
+      assert abs(measured - expected) <= 1e-4 * expected, (name, steps)
+
+
+def test_recipe_reuse(outcomes):
+  outcome = _outcome(outcomes, 'recipe_reuse')
+  assert 'does not exist' in outcome['evidence']
+  assert outcome['details'] == {'created': 0, 'gap': 0.0}
+
+
+def test_legacy_pitfalls_are_skipped_with_a_message_without_the_legacy_layer():
+  # This process did not set TF_USE_LEGACY_KERAS, like a machine without tf-keras.
+  assert not legacy.active()
+  outcome = pitfalls.undefined_axis()
+  assert outcome.skipped == legacy.SKIP_MESSAGE and not outcome.reproduced
+  assert 'skipped: ' + legacy.SKIP_MESSAGE in pitfalls.report(1, outcome, 'x')

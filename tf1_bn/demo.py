@@ -1,0 +1,239 @@
+"""`tf1-bn demo`: BN studies on real data, TF1 style.
+
+Every model is a graph-mode MLP on scikit-learn's 8x8 digits, trained in a
+session loop that feeds `{tf1_bn.training_placeholder(): True}` and evaluated
+on the held-out split without that feed (the moving statistics normalize).
+All models share the seed, the steps, the optimizer and the data order, so
+the table compares the layers only.
+"""
+import argparse
+import dataclasses
+import pathlib
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tf1_bn import digits
+from tf1_bn.switch import training_placeholder
+from tf1_bn.update_ops import minimize
+
+v1 = tf.compat.v1
+
+TARGET_ACCURACY = 0.9
+LEARNING_RATE = 0.05
+MOMENTUM = 0.9
+BATCH_SIZE = 32
+SMALL_BATCH_SIZE = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  name: str
+  activation: str = 'relu'
+  bn: str = None
+  dropout_rate: float = 0.0
+  batch_size: int = BATCH_SIZE
+  track_statistics: bool = False
+
+  @property
+  def learning_rate(self):
+    # Linear scaling with the batch size, so a small batch differs from the
+    # others in its batch statistics, not in the size of its updates.
+    return LEARNING_RATE * self.batch_size / BATCH_SIZE
+
+
+MODELS = (
+    Model('no BN'),
+    Model('BN before ReLU', bn='before', track_statistics=True),
+    Model('BN after ReLU', bn='after'),
+    Model('BN before ReLU + dropout 0.3', bn='before', dropout_rate=0.3),
+    Model('sigmoid, no BN', activation='sigmoid'),
+    Model('sigmoid + BN', activation='sigmoid', bn='before'),
+    Model(f'no BN, batch {SMALL_BATCH_SIZE}', batch_size=SMALL_BATCH_SIZE),
+    Model(f'BN before ReLU, batch {SMALL_BATCH_SIZE}', bn='before',
+          batch_size=SMALL_BATCH_SIZE),
+)
+
+
+@dataclasses.dataclass
+class Result:
+  model: Model
+  eval_steps: list
+  test_accuracy: list
+  train_loss: list
+  seconds: float
+  # For track_statistics models: per evaluation, the first BN layer's moving
+  # statistics and the population statistics of its input over the training set.
+  statistics: list = dataclasses.field(default_factory=list)
+
+  @property
+  def final_accuracy(self):
+    return self.test_accuracy[-1]
+
+  @property
+  def steps_to_target(self):
+    for step, acc in zip(self.eval_steps, self.test_accuracy):
+      if acc >= TARGET_ACCURACY:
+        return step
+    return None
+
+
+class Progress:
+  """One status line on stderr: model, a bar, the step and the running loss."""
+
+  def __init__(self, enabled, width=24):
+    self.enabled, self.width = enabled, width
+
+  def update(self, label, step, steps, loss):
+    if not self.enabled:
+      return
+    filled = int(self.width * step / steps)
+    bar = '#' * filled + '.' * (self.width - filled)
+    sys.stderr.write(f'\r{label:<44} [{bar}] {step:>5}/{steps} loss {loss:7.4f}')
+    sys.stderr.flush()
+
+  def done(self):
+    if self.enabled:
+      sys.stderr.write('\n')
+
+
+def train(model, split, steps, seed, eval_every, progress=None, label=None):
+  """Trains one model; returns its Result."""
+  graph = tf.Graph()
+  with graph.as_default():
+    v1.set_random_seed(seed)
+    x = v1.placeholder(tf.float32, [None, digits.NUM_FEATURES], name='x')
+    y = v1.placeholder(tf.int64, [None], name='y')
+    logits = digits.mlp(x, activation=model.activation, bn=model.bn,
+                        dropout_rate=model.dropout_rate, seed=seed)
+    loss = digits.cross_entropy(logits, y)
+    accuracy = digits.accuracy(logits, y)
+    train_op = minimize(v1.train.MomentumOptimizer(model.learning_rate, MOMENTUM), loss)
+    training = training_placeholder()
+    if model.track_statistics:
+      pre_bn = graph.get_tensor_by_name('dense0/MatMul:0')
+      variables = {var.op.name: var for var in v1.global_variables()}
+      moving = [variables['bn0/moving_mean'], variables['bn0/moving_variance']]
+      kernel = variables['dense0/kernel']
+    init = v1.global_variables_initializer()
+  graph.finalize()
+
+  result = Result(model, [], [], [], 0.0)
+  running_loss = None
+  with digits.single_thread_session(graph) as sess:
+    sess.run(init)
+    start = time.perf_counter()
+    batches = digits.minibatches(len(split.train_x), steps, model.batch_size, seed)
+    for step, batch in enumerate(batches, 1):
+      _, batch_loss = sess.run([train_op, loss], {x: split.train_x[batch],
+                                                  y: split.train_y[batch], training: True})
+      running_loss = batch_loss if running_loss is None else 0.95 * running_loss + 0.05 * batch_loss
+      if step % eval_every == 0 or step == steps:
+        # No training feed: the placeholder defaults to False, inference mode.
+        result.eval_steps.append(step)
+        result.test_accuracy.append(float(sess.run(accuracy, {x: split.test_x, y: split.test_y})))
+        result.train_loss.append(float(running_loss))
+        if model.track_statistics:
+          population = sess.run(pre_bn, {x: split.train_x})
+          moving_mean, moving_variance = sess.run(moving)
+          result.statistics.append(dict(
+              step=step, kernel=sess.run(kernel), moving_mean=moving_mean,
+              moving_variance=moving_variance,
+              population_mean=population.mean(0), population_variance=population.var(0)))
+        if progress:
+          progress.update(label or model.name, step, steps, running_loss)
+    result.seconds = time.perf_counter() - start
+  if progress:
+    progress.done()
+  return result
+
+
+def run(steps=3000, seed=0, eval_every=10, models=MODELS, progress=True):
+  split = digits.load(seed)
+  bar = Progress(progress)
+  return [train(model, split, steps, seed, eval_every, bar, f'[{i}/{len(models)}] {model.name}')
+          for i, model in enumerate(models, 1)]
+
+
+def table(results):
+  lines = [f'| model | batch | learning rate | final test accuracy | steps to {TARGET_ACCURACY:.0%} '
+           '| seconds |', '|---|---:|---:|---:|---:|---:|']
+  for r in results:
+    to_target = r.steps_to_target if r.steps_to_target is not None else 'not reached'
+    lines.append(f'| {r.model.name} | {r.model.batch_size} | {r.model.learning_rate:g} | '
+                 f'{r.final_accuracy:.4f} | '
+                 f'{to_target} | {r.seconds:.1f} |')
+  return '\n'.join(lines)
+
+
+def statistics_gap(result):
+  """Per evaluation: mean over channels of |moving - population| relative to
+  the population standard deviation (means) or variance (variances)."""
+  steps, mean_gap, variance_gap = [], [], []
+  for s in result.statistics:
+    std = np.sqrt(s['population_variance'])
+    steps.append(s['step'])
+    mean_gap.append(float(np.mean(np.abs(s['moving_mean'] - s['population_mean']) / std)))
+    variance_gap.append(float(np.mean(
+        np.abs(s['moving_variance'] - s['population_variance']) / s['population_variance'])))
+  return steps, mean_gap, variance_gap
+
+
+def plot(results, path):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+  for r in results:
+    style = '--' if r.model.bn is None else '-'
+    axes[0].plot(r.eval_steps, r.test_accuracy, style, label=r.model.name)
+    axes[1].plot(r.eval_steps, r.train_loss, style, label=r.model.name)
+  axes[0].axhline(TARGET_ACCURACY, color='grey', lw=0.5)
+  axes[0].set(title='test accuracy (inference mode, no feed)', xlabel='step', ylim=(0, 1))
+  axes[1].set(title='training loss (running average)', xlabel='step', yscale='log')
+  axes[0].legend(fontsize=7)
+  tracked = [r for r in results if r.statistics]
+  for r in tracked:
+    steps, mean_gap, variance_gap = statistics_gap(r)
+    axes[2].plot(steps, mean_gap, label=f'{r.model.name}: |moving mean - population mean| / std')
+    axes[2].plot(steps, variance_gap, label=f'{r.model.name}: |moving var - population var| / var')
+  axes[2].set(title='first BN layer: moving vs population statistics', xlabel='step',
+              yscale='log')
+  axes[2].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=72)
+  plt.close(fig)
+
+
+def build_parser(parser=None):
+  parser = parser or argparse.ArgumentParser(prog='tf1-bn demo', description=__doc__)
+  parser.add_argument('--steps', type=int, default=3000, help='training steps per model')
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--eval-every', type=int, default=10,
+                      help='steps between test-set evaluations')
+  parser.add_argument('--out', default='demo_out', help='folder for demo.md and demo.png')
+  return parser
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  for name in ('steps', 'eval_every'):
+    if getattr(args, name) < 1:
+      raise SystemExit(f'--{name.replace("_", "-")} must be >= 1, received {getattr(args, name)}.')
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  results = run(args.steps, args.seed, args.eval_every)
+  text = table(results)
+  (out / 'demo.md').write_text(text + '\n', encoding='utf-8')
+  plot(results, out / 'demo.png')
+  print(text)
+  bn_best = max(r.final_accuracy for r in results if r.model.bn)
+  print(f'\nbest BN model: {bn_best:.4f} test accuracy. Wrote {out / "demo.md"} and '
+        f'{out / "demo.png"}.')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
