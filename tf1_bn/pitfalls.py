@@ -51,6 +51,15 @@ def _first_lines(text, count=2):
   return '\n'.join([line for line in text.strip().splitlines() if line.strip()][:count])
 
 
+def _error_lines(message):
+  """The first line, the message and the failing node of a runtime error
+  (without the Python traceback TensorFlow inserts between them)."""
+  lines = [line for line in message.strip().splitlines() if line.strip()]
+  keep = [lines[0]] + [line for line in lines[1:]
+                       if 'Incompatible shapes' in line or '{{node' in line]
+  return '\n'.join(keep)
+
+
 def _normalized(x, eps):
   """numpy reference: batch-normalized columns (population variance)."""
   x = np.asarray(x, np.float64)
@@ -155,6 +164,7 @@ def _epoch(sess, iterator, filenames, paths, fetches, feed):
 @_pitfall('Incompatible shapes: [7] vs. [2] in the moving-average update', needs_legacy=True)
 def incompatible_shapes(outcome):
   import tf1_bn
+  from tf1_bn import digits
   tf, v1 = _tf()
   with tempfile.TemporaryDirectory() as folder:
     paths = _write_csv_files(folder)
@@ -168,7 +178,10 @@ def incompatible_shapes(outcome):
       loss = tf.reduce_mean(tf.square(z))
       with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
         train_op = v1.train.AdamOptimizer(0.01).minimize(loss)
-      with v1.Session() as sess:
+      # One thread: the moving-mean update and the forward pass's scale both
+      # fail on the last minibatch; a fixed op order reports the same one
+      # every run (the update, as in the original report).
+      with digits.single_thread_session(tf.compat.v1.get_default_graph()) as sess:
         sess.run(v1.global_variables_initializer())
         message = _error_text(lambda: _epoch(sess, iterator, filenames, paths, train_op,
                                              {training: True}))
@@ -176,7 +189,7 @@ def incompatible_shapes(outcome):
     outcome.evidence = (f'{sum(CSV_ROWS)} CSV rows, batch({MINIBATCH}), '
                         f'tf.reshape(X, [{MINIBATCH}, 5]), tf.transpose, axis=-1; '
                         f'the last minibatch has {sum(CSV_ROWS) % MINIBATCH} rows:\n'
-                        + _first_lines(message or 'no error', 3))
+                        + _error_lines(message or 'no error'))
 
     with tf.Graph().as_default():
       filenames, iterator, features = _csv_minibatches()
