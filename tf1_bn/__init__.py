@@ -2,6 +2,7 @@
 from tf1_bn.bn_layer import bn_layer
 from tf1_bn.dropout import dropout
 from tf1_bn.errors import MissingUpdateOpsError
+from tf1_bn.export import export_inference
 from tf1_bn.layers import batch_normalization
 from tf1_bn.slim import batch_norm
 from tf1_bn.switch import training_placeholder
@@ -15,6 +16,7 @@ __all__ = [
     'bn_layer',
     'check_update_ops',
     'dropout',
+    'export_inference',
     'minimize',
     'MissingUpdateOpsError',
     'training_placeholder',

@@ -19,6 +19,7 @@ sample variance in the moving average, epsilon, the decay arithmetic) are
 chosen by the front-end and hold on both kernels.
 """
 import dataclasses
+import json
 import logging
 import warnings
 from typing import Callable, Optional, Sequence
@@ -37,6 +38,9 @@ VARIANCE_KINDS = ('population', 'sample')
 COLLECTION_UPDATES_KEY = 'tf1_bn_collection_updates'
 # Name scope of the update ops; what precedes it in an op name is the layer.
 UPDATE_SCOPE = 'moving_statistics_update'
+# Graph collection of JSON records, one per BN layer call with an inference
+# path: input/output tensor names, axes, epsilon and the parameter variables.
+INFERENCE_RECORDS_KEY = 'tf1_bn_inference_records'
 
 _log = logging.getLogger('tf1_bn')
 
@@ -291,10 +295,13 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
         variance = statistics.population_to_sample(variance, count)
     return y, _like(mean, moving.mean), _like(variance, moving.variance)
 
+  inference_outputs = []
+
   def inference_branch():
     mean, variance = moving.mean.read_value(), moving.variance.read_value()
     y = _inference(x, layout, gamma, beta, mean, variance, epsilon, stat_dtype,
                    use_fused_inference)
+    inference_outputs.append(y)
     return y, mean, variance
 
   known = switch_lib.static_value(training)
@@ -302,14 +309,33 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
     outputs = switch_lib.switch(training, lambda: training_branch()[0],
                                 lambda: inference_branch()[0])
     outputs.set_shape(x.shape)
+    _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
     return outputs, None
   outputs, mean, variance = switch_lib.switch(training, training_branch, inference_branch)
   outputs.set_shape(x.shape)
+  _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
   count = tf.size(x, out_type=tf.int64)
   ok = tf.logical_and(count > 0, tf.logical_and(_all_finite(mean), _all_finite(variance)))
   if known is None:
     ok = tf.logical_and(training, ok)
   return outputs, _build_update(moving, mean, variance, ok, epsilon)
+
+
+def _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon):
+  """Registers the layer's inference transform for export and folding.
+
+  The last inference output built is the one outside any cond (the only one
+  for a Python False `training`, the switch's shadow for a tensor).
+  """
+  if not inference_outputs:
+    return
+  params = {'gamma': gamma, 'beta': beta, 'mean': moving.mean, 'variance': moving.variance}
+  if not all(p is None or isinstance(p, tf.Variable) for p in params.values()):
+    return
+  record = {'input': x.name, 'output': inference_outputs[-1].name, 'axes': list(axes),
+            'rank': x.shape.rank, 'dtype': x.dtype.base_dtype.name, 'epsilon': float(epsilon),
+            **{k: (p.name if p is not None else None) for k, p in params.items()}}
+  tf.compat.v1.add_to_collection(INFERENCE_RECORDS_KEY, json.dumps(record))
 
 
 def _like(value, variable):

@@ -11,6 +11,9 @@ import tensorflow as tf
 
 # Graph collection that holds the graph's training placeholder.
 TRAINING_PLACEHOLDER_KEY = 'tf1_bn_training_placeholder'
+# Graph collection of 'switched_tensor inference_tensor' name pairs (strings,
+# so they survive a meta graph export).
+INFERENCE_SHADOWS_KEY = 'tf1_bn_inference_shadows'
 
 
 def training_placeholder(graph=None):
@@ -76,8 +79,20 @@ def static_value(training):
 
 
 def switch(training, training_fn, inference_fn):
-  """Builds `training_fn` or `inference_fn`, or both under one tf.cond."""
+  """Builds `training_fn` or `inference_fn`, or both under one tf.cond.
+
+  With a tensor `training` the inference path is also built once outside
+  the cond. Nothing fetches it, so a session never runs it; it is what
+  `tf1_bn.export_inference` wires in place of the cond (a registered pair of
+  tensor names in INFERENCE_SHADOWS_KEY), which leaves no cond and no training
+  path in an exported graph.
+  """
   known = static_value(training)
   if known is not None:
     return training_fn() if known else inference_fn()
-  return tf.cond(training, training_fn, inference_fn)
+  outputs = tf.cond(training, training_fn, inference_fn)
+  shadow = inference_fn()
+  graph = tf.compat.v1.get_default_graph()
+  for switched, inference in zip(tf.nest.flatten(outputs), tf.nest.flatten(shadow)):
+    graph.add_to_collection(INFERENCE_SHADOWS_KEY, f'{switched.name} {inference.name}')
+  return outputs

@@ -1,0 +1,189 @@
+"""Inference export: a SavedModel in which training is the constant False.
+
+A session graph built with a training placeholder holds, per tf1_bn layer, a
+cond with a training path and the moving-statistics update. Freezing it as is
+serves whatever the placeholder defaults to, keeps both paths, and keeps the
+update ops. `export_inference` instead:
+
+1. wires every tf1_bn switch output to the inference path tf1_bn built beside
+   the cond (see `switch.switch`), and drops control dependencies on update ops
+   (`updates='inline'`), so no cond, no training path and no update is
+   reachable from the outputs;
+2. replaces any training placeholder still reachable (a cond of your own) by
+   the constant False;
+3. freezes the variables into constants and keeps only what the outputs need;
+4. with `fold=True`, folds each BN layer into the conv / matmul before it, or
+   turns it into one multiply-add (see `tf1_bn.folding`);
+5. writes a SavedModel with one serving signature from `inputs` / `outputs`.
+
+Only layers built by tf1_bn are rewired and folded; a hand-written recipe or a
+legacy layer in the same graph is frozen with training False but keeps its ops.
+"""
+import logging
+import os
+
+import tensorflow as tf
+
+from tf1_bn import core
+from tf1_bn import folding
+from tf1_bn import switch as switch_lib
+
+v1 = tf.compat.v1
+log = logging.getLogger('tf1_bn')
+
+_PLACEHOLDER_OPS = ('Placeholder', 'PlaceholderWithDefault')
+OUTPUT_SCOPE = 'tf1_bn_output'
+
+
+def _canonical(tensor_name):
+  return tensor_name if ':' in tensor_name else tensor_name + ':0'
+
+
+def _check_signature(mapping, arg_name, graph):
+  if not isinstance(mapping, dict) or not mapping:
+    raise TypeError(f'`{arg_name}` must be a non-empty dict of signature name to tensor, '
+                    f'received {mapping!r}.')
+  for key, tensor in mapping.items():
+    if not isinstance(key, str) or not tf.is_tensor(tensor) or tensor.graph is not graph:
+      raise TypeError(f'`{arg_name}` must map strings to tensors of the session\'s graph, '
+                      f'received {key!r}: {tensor!r}.')
+
+
+def _wire_inference_paths(graph_def, graph):
+  """Points every consumer of a tf1_bn switch output at its inference twin."""
+  twins = {}
+  for pair in graph.get_collection(switch_lib.INFERENCE_SHADOWS_KEY):
+    switched, inference = pair.split(' ')
+    twins[switched] = inference
+  update_marker = '/' + core.UPDATE_SCOPE + '/'
+  for node in graph_def.node:
+    inputs = []
+    for name in node.input:
+      if name.startswith('^'):
+        if update_marker in name:
+          continue  # an inline update: inference never runs it
+        inputs.append(name)
+      else:
+        canonical = _canonical(name)
+        inputs.append(twins.get(canonical, name))
+    del node.input[:]
+    node.input.extend(inputs)
+
+
+def _freeze_training_placeholders(graph_def, training_names):
+  """Turns the named placeholders into the constant False."""
+  for node in graph_def.node:
+    if node.name in training_names and node.op in _PLACEHOLDER_OPS:
+      node.op = 'Const'
+      del node.input[:]
+      for key in list(node.attr):
+        del node.attr[key]
+      node.attr['dtype'].type = tf.bool.as_datatype_enum
+      node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(False, tf.bool))
+
+
+def _prune_function_library(graph_def):
+  """Drops the functions no node calls (the conds' branches once rewired)."""
+  functions = {f.signature.name: f for f in graph_def.library.function}
+
+  def called(nodes):
+    for node in nodes:
+      if node.op in functions:
+        yield node.op
+      for attr in node.attr.values():
+        if attr.HasField('func'):
+          yield attr.func.name
+        for func in attr.list.func:
+          yield func.name
+
+  keep, stack = set(), list(called(graph_def.node))
+  while stack:
+    name = stack.pop()
+    if name in keep or name not in functions:
+      continue
+    keep.add(name)
+    stack.extend(called(functions[name].node_def))
+  kept = [f for name, f in functions.items() if name in keep]
+  del graph_def.library.function[:]
+  graph_def.library.function.extend(kept)
+  gradients = [g for g in graph_def.library.gradient if g.function_name in keep]
+  del graph_def.library.gradient[:]
+  graph_def.library.gradient.extend(gradients)
+
+
+def inference_graph_def(sess, outputs, training=None, fold=True):
+  """The frozen inference GraphDef computing `outputs` (a list of tensors).
+
+  Returns (graph_def, names of the output tensors in it, folding.Report).
+  """
+  graph = sess.graph
+  graph_def = graph.as_graph_def()
+  # One Identity per output, so rewiring and folding also reach an output
+  # that is itself a BN layer's output.
+  output_names = []
+  for index, tensor in enumerate(outputs):
+    node = graph_def.node.add()
+    node.name, node.op = f'{OUTPUT_SCOPE}/{index}', 'Identity'
+    node.input.append(tensor.name)
+    node.attr['T'].type = tensor.dtype.as_datatype_enum
+    output_names.append(node.name)
+  _wire_inference_paths(graph_def, graph)
+  training_tensors = [t for t in (training if isinstance(training, (list, tuple))
+                                  else [training]) if t is not None]
+  training_tensors += graph.get_collection(switch_lib.TRAINING_PLACEHOLDER_KEY)
+  _freeze_training_placeholders(graph_def, {t.op.name for t in training_tensors})
+  layer_records = folding.records(graph)
+  frozen = v1.graph_util.convert_variables_to_constants(sess, graph_def, output_names)
+  report = folding.Report()
+  if fold:
+    frozen, report = folding.fold(frozen, layer_records,
+                                  folding.parameter_values(sess, layer_records), output_names)
+  _prune_function_library(frozen)
+  return frozen, [n + ':0' for n in output_names], report
+
+
+def export_inference(sess, inputs, outputs, export_dir, fold=True, training=None):
+  """Writes a serving SavedModel of the session's model with training False.
+
+  Args:
+    sess: the session holding the trained variables.
+    inputs: dict of signature input name to placeholder tensor.
+    outputs: dict of signature output name to tensor.
+    export_dir: a directory that must not exist yet.
+    fold: fold each tf1_bn BN layer into the conv2d / depthwise conv2d /
+      conv3d / matmul (with or without a bias add) before it, or make it one
+      multiply-add when nothing foldable precedes it.
+    training: your own training switch tensor(s), if any, to freeze to
+      False as well; `tf1_bn.training_placeholder()` always is.
+
+  Returns:
+    A `tf1_bn.folding.Report`: how many BN layers were folded into an op,
+    how many became a multiply-add, and their names. Also logged (logger
+    'tf1_bn', INFO).
+
+  The SavedModel loads with `tf.saved_model.load(export_dir)` in eager
+  TensorFlow 2: `loaded.signatures['serving_default'](**inputs)` returns the
+  outputs dict.
+  """
+  if not isinstance(sess, v1.Session):
+    raise TypeError(f'`sess` must be a tf.compat.v1.Session, received {sess!r}.')
+  _check_signature(inputs, 'inputs', sess.graph)
+  _check_signature(outputs, 'outputs', sess.graph)
+  if os.path.exists(export_dir):
+    raise ValueError(f'`export_dir` must not exist yet (SavedModel refuses to overwrite), '
+                     f'received {export_dir!r}, which exists.')
+  graph_def, output_names, report = inference_graph_def(sess, list(outputs.values()), training,
+                                                        fold)
+  with tf.Graph().as_default() as graph:
+    tf.graph_util.import_graph_def(graph_def, name='')
+    signature = v1.saved_model.signature_def_utils.predict_signature_def(
+        inputs={k: graph.get_tensor_by_name(t.name) for k, t in inputs.items()},
+        outputs={k: graph.get_tensor_by_name(n) for k, n in zip(outputs, output_names)})
+    with v1.Session(graph=graph) as export_sess:
+      builder = v1.saved_model.Builder(export_dir)
+      builder.add_meta_graph_and_variables(
+          export_sess, [v1.saved_model.tag_constants.SERVING],
+          signature_def_map={'serving_default': signature}, strip_default_attrs=True)
+      builder.save()
+  log.info('export_inference: %s', report.summary())
+  return report
