@@ -27,3 +27,10 @@ def test_benchmark_runs_on_tiny_shapes_and_writes_its_outputs(tmp_path):
 
 def test_parse_case():
   assert bench.parse_case('nchw:64x64x32x32') == ('nchw', [64, 64, 32, 32])
+
+
+def test_fold_case_times_the_folded_and_unfolded_exports():
+  rows = bench.fold_case([2, 8, 8, 3], steps=2, warmup=1)
+  assert [r['implementation'] for r in rows] == ['exported, unfolded', 'exported, folded']
+  assert rows[0]['ratio'] == 1.0 and rows[1]['ms'] > 0
+  assert '| - |' in bench.markdown(rows)  # no copy bound for a whole network

@@ -1,5 +1,6 @@
 """tf1_bn: batch normalization for TF1-style graph-mode models on current TensorFlow."""
 from tf1_bn.bn_layer import bn_layer
+from tf1_bn.checkpoints import RestoreError, inspect_checkpoint, port_checkpoint, restore
 from tf1_bn.dropout import dropout
 from tf1_bn.errors import MissingUpdateOpsError
 from tf1_bn.export import export_inference
@@ -17,7 +18,11 @@ __all__ = [
     'check_update_ops',
     'dropout',
     'export_inference',
+    'inspect_checkpoint',
     'minimize',
+    'port_checkpoint',
+    'restore',
+    'RestoreError',
     'MissingUpdateOpsError',
     'training_placeholder',
 ]

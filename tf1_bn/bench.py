@@ -19,7 +19,9 @@ import numpy as np
 
 from tf1_bn import legacy
 
-DEFAULT_CASES = ('nhwc:64x32x32x64', '2d:4096x1024')
+DEFAULT_CASES = ('nhwc:64x32x32x64', '2d:4096x1024', 'cnn:64x32x32x3')
+# `cnn:BxHxWxC` times a small CNN's exported inference graph, folded or not.
+FOLD_CASE = 'cnn'
 
 
 def _implementations(legacy_available):
@@ -88,44 +90,109 @@ def parse_case(text):
   return label, [int(d) for d in dims.split('x')]
 
 
-def run_case(label, shape, dtype_name, mode, steps, warmup, legacy_available):
-  import tensorflow as tf
-  dtype = tf.as_dtype(dtype_name)
-  runners = {name: _Runner(build, shape, dtype, mode)
-             for name, build in _implementations(legacy_available).items()}
+def _alternate(runners, steps, warmup):
+  """Per-runner step times, the runners alternated step by step."""
   for runner in runners.values():
     for _ in range(warmup):
       runner.step()
   times = {name: [] for name in runners}
   names = list(runners)
-  for step in range(steps):
-    # Rotate the order: the first runner of a round pays for the previous
-    # round's cache traffic, so every implementation takes every position.
-    offset = step % len(names)
-    for name in names[offset:] + names[:offset]:
+  order = np.random.RandomState(0)
+  for _ in range(steps):
+    # A new random order every round: every implementation takes every
+    # position and follows every other one (a runner pays for the cache its
+    # predecessor evicted; a rotated order fixes the predecessor).
+    for name in order.permutation(names):
       times[name].append(runners[name].step())
-  nbytes = int(np.prod(shape)) * dtype.size
-  bound = copy_bound_seconds(nbytes)
-  reference = 'legacy fused=True' if legacy_available else 'classic recipe'
+  for runner in runners.values():
+    runner.sess.close()
+  return times
+
+
+def _rows(case, times, reference, nbytes, bound):
   rows = []
   for name, samples in times.items():
     median = float(np.median(samples))
-    rows.append({
-        'case': f'{label} {"x".join(map(str, shape))} {dtype_name} {mode}',
-        'implementation': name, 'ms': median * 1e3, 'gbps': nbytes / median / 1e9,
-        'ratio': median / float(np.median(times[reference])),
-        'copy_fraction': bound / median, 'reference': reference})
-  for runner in runners.values():
-    runner.sess.close()
+    rows.append({'case': case, 'implementation': name, 'ms': median * 1e3,
+                 'gbps': nbytes / median / 1e9,
+                 'ratio': median / float(np.median(times[reference])),
+                 'copy_fraction': bound / median if bound else None, 'reference': reference})
   return rows
 
 
+def run_case(label, shape, dtype_name, mode, steps, warmup, legacy_available):
+  import tensorflow as tf
+  dtype = tf.as_dtype(dtype_name)
+  runners = {name: _Runner(build, shape, dtype, mode)
+             for name, build in _implementations(legacy_available).items()}
+  times = _alternate(runners, steps, warmup)
+  nbytes = int(np.prod(shape)) * dtype.size
+  reference = 'legacy fused=True' if legacy_available else 'classic recipe'
+  return _rows(f'{label} {"x".join(map(str, shape))} {dtype_name} {mode}', times, reference,
+               nbytes, copy_bound_seconds(nbytes))
+
+
+def small_cnn(x):
+  """Three conv + BN + ReLU blocks, a global average pool, a dense + BN head."""
+  import tensorflow as tf
+  import tf1_bn
+  v1 = tf.compat.v1
+  h = x
+  for i, width in enumerate((32, 32, 64)):
+    kernel = v1.get_variable(f'conv{i}', [3, 3, h.shape[-1], width])
+    h = tf.nn.relu(tf1_bn.bn_layer(tf.nn.conv2d(h, kernel, 1, 'SAME'), name=f'bn{i}'))
+  h = tf.reduce_mean(h, [1, 2])
+  return tf1_bn.bn_layer(tf.matmul(h, v1.get_variable('dense', [64, 10])), name='bn_head')
+
+
+class _GraphDefRunner:
+  """A frozen inference GraphDef in its own graph and session, fed one batch."""
+
+  def __init__(self, graph_def, input_name, output_name, batch):
+    import tensorflow as tf
+    v1 = tf.compat.v1
+    self.graph = tf.Graph()
+    with self.graph.as_default():
+      tf.graph_util.import_graph_def(graph_def, name='')
+    self.sess = v1.Session(graph=self.graph)
+    self.fetch = self.graph.get_tensor_by_name(output_name)
+    self.feed = {self.graph.get_tensor_by_name(input_name): batch}
+
+  def step(self):
+    start = time.perf_counter()
+    self.sess.run(self.fetch, self.feed)
+    return time.perf_counter() - start
+
+
+def fold_case(shape, steps, warmup):
+  """Folded versus unfolded export of `small_cnn`, inference, float32."""
+  import tensorflow as tf
+  from tf1_bn import export
+  v1 = tf.compat.v1
+  batch = np.random.RandomState(0).randn(*shape).astype(np.float32)
+  graph_defs = {}
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [None] + shape[1:], name='images')
+    y = small_cnn(x)
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      for name, fold in (('exported, unfolded', False), ('exported, folded', True)):
+        graph_def, (output,), _ = export.inference_graph_def(sess, [y], fold=fold)
+        graph_defs[name] = graph_def
+  runners = {name: _GraphDefRunner(graph_def, 'images:0', output, batch)
+             for name, graph_def in graph_defs.items()}
+  times = _alternate(runners, steps, warmup)
+  return _rows(f'{FOLD_CASE} {"x".join(map(str, shape))} float32 inference', times,
+               'exported, unfolded', batch.nbytes, None)
+
+
 def markdown(rows):
-  lines = ['| case | implementation | median ms | GB/s (input) | vs legacy fused | of copy bound |',
+  lines = ['| case | implementation | median ms | GB/s (input) | vs reference | of copy bound |',
            '|---|---|---|---|---|---|']
   for row in rows:
+    fraction = '-' if row['copy_fraction'] is None else f"{row['copy_fraction']:.0%}"
     lines.append(f"| {row['case']} | {row['implementation']} | {row['ms']:.2f} | "
-                 f"{row['gbps']:.1f} | {row['ratio']:.2f}x | {row['copy_fraction']:.0%} |")
+                 f"{row['gbps']:.1f} | {row['ratio']:.2f}x | {fraction} |")
   return '\n'.join(lines) + '\n'
 
 
@@ -153,7 +220,8 @@ def bar_chart(rows, path):
 def build_parser(parser=None):
   parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--cases', nargs='+', default=list(DEFAULT_CASES),
-                      help='label:shape, e.g. nhwc:64x32x32x64 nchw:64x64x32x32 2d:4096x1024')
+                      help='label:shape, e.g. nhwc:64x32x32x64 nchw:64x64x32x32 2d:4096x1024; '
+                      f'{FOLD_CASE}:BxHxWxC times a small CNN exported folded and unfolded')
   parser.add_argument('--dtypes', nargs='+', default=['float32'])
   parser.add_argument('--modes', nargs='+', default=['train', 'inference'],
                       choices=['train', 'inference'])
@@ -174,6 +242,9 @@ def main(argv=None):
   rows = []
   for case in args.cases:
     label, shape = parse_case(case)
+    if label == FOLD_CASE:
+      rows.extend(fold_case(shape, args.steps, args.warmup))
+      continue
     for dtype in args.dtypes:
       for mode in args.modes:
         rows.extend(run_case(label, shape, dtype, mode, args.steps, args.warmup,

@@ -1,0 +1,485 @@
+"""BN checkpoints of every TF1 convention: inspect, port, restore.
+
+Conventions, by the names their variables get (`P` is the layer's path):
+
+| convention | gamma / beta | moving mean | moving variance |
+|---|---|---|---|
+| `tf.layers` (and Keras 2) | `P/gamma`, `P/beta`, P ends in `batch_normalization[_N]` | `P/moving_mean` | `P/moving_variance` |
+| `slim` (tf.contrib.layers) | same, P ends in `BatchNorm` | `P/moving_mean` | `P/moving_variance` |
+| `sonnet` (Sonnet 1) | same, P ends in `batch_norm`; shapes keep the reduced axes as 1 | `P/moving_mean` | `P/moving_variance` |
+| `tensorpack` | `P/gamma`, `P/beta` | `P/mean/EMA` | `P/variance/EMA` |
+| `recipe` (moments + ExponentialMovingAverage) | `P/gamma`, `P/beta` (or the blog's `P/beat`) | `P/<op scope>/moments/Squeeze/<ema name>` | `.../moments/Squeeze_1/<ema name>` |
+| `bn_layer` (tf1_bn) | `P/gamma`, `P/beta`, any other P | `P/moving_mean` | `P/moving_variance` |
+
+Helper variables that only one convention understands (slim's and the
+EMA's zero-debias `biased` / `local_step`) are kept when porting to that
+convention and dropped otherwise; the moving statistics they belong to
+already hold the debiased values. Other variables under a layer's path
+(renorm statistics, optimizer slots) move with the layer.
+"""
+import collections
+import dataclasses
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+v1 = tf.compat.v1
+
+CONVENTIONS = ('tf.layers', 'slim', 'sonnet', 'tensorpack', 'recipe', 'bn_layer')
+PORT_TARGETS = ('tf.layers', 'slim', 'bn_layer')
+ROLES = ('gamma', 'beta', 'moving_mean', 'moving_variance')
+STATISTICS = ('moving_mean', 'moving_variance')
+DEBIAS_LEAVES = ('biased', 'local_step')
+
+_LAYER_SCOPES = (('tf.layers', re.compile(r'batch_normalization(_\d+)?$')),
+                 ('slim', re.compile(r'BatchNorm$')),
+                 ('sonnet', re.compile(r'batch_norm(_\d+)?$')))
+_RECIPE_SHADOW = re.compile(r'^(?P<prefix>.+)/moments/Squeeze(?P<variance>_1)?/(?P<ema>[^/]+)$')
+_TENSORPACK = re.compile(r'^(?P<path>.+)/(?P<stat>mean|variance)/EMA$')
+_MOVING = re.compile(r'^(?:(?P<path>.+)/)?(?P<stat>moving_mean|moving_variance)$')
+
+
+@dataclasses.dataclass
+class Layer:
+  """One BN layer: its path, convention, role -> variable name, and the other
+  variables under it (`extras`) or only its convention uses (`helpers`)."""
+  path: str
+  convention: str
+  names: dict
+  extras: list = dataclasses.field(default_factory=list)
+  helpers: list = dataclasses.field(default_factory=list)
+
+  @property
+  def parent(self):
+    return self.path.rpartition('/')[0]
+
+  def all_names(self):
+    return list(self.names.values()) + self.extras + self.helpers
+
+
+def _natural_key(text):
+  return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', text)]
+
+
+def _scope_convention(path):
+  leaf = path.rpartition('/')[2]
+  for convention, pattern in _LAYER_SCOPES:
+    if pattern.match(leaf):
+      return convention
+  return 'bn_layer'
+
+
+def _recipe_scope(prefix, names):
+  """The variable scope of a recipe layer from its shadows' prefix
+  (`VS/<op name scope>`): the split whose VS holds gamma or beta, else the
+  doubled scope (`bn/bn`), else all but the last component."""
+  parts = prefix.split('/')
+  for cut in range(len(parts) - 1, 0, -1):
+    scope = '/'.join(parts[:cut])
+    if any(f'{scope}/{leaf}' in names for leaf in ('gamma', 'beta', 'beat')):
+      return scope
+  half = len(parts) // 2
+  if len(parts) % 2 == 0 and parts[:half] == parts[half:]:
+    return '/'.join(parts[:half])
+  return '/'.join(parts[:-1]) or prefix
+
+
+def find_layers(names):
+  """The BN layers among variable `names`, in a stable order: by parent path,
+  then tf.layers' index or the natural order of their names."""
+  names = set(names)
+  layers = {}
+
+  def layer(path, convention):
+    if path not in layers:
+      layers[path] = Layer(path, convention, {})
+      for leaf in ('gamma', 'beta'):
+        if f'{path}/{leaf}' in names:
+          layers[path].names[leaf] = f'{path}/{leaf}'
+    return layers[path]
+
+  for name in sorted(names):
+    match = _RECIPE_SHADOW.match(name)
+    if match:
+      scope = _recipe_scope(match['prefix'], names)
+      found = layer(scope, 'recipe')
+      found.names['moving_variance' if match['variance'] else 'moving_mean'] = name
+      if 'beta' not in found.names and f'{scope}/beat' in names:
+        found.names['beta'] = f'{scope}/beat'
+      continue
+    match = _TENSORPACK.match(name)
+    if match:
+      layer(match['path'], 'tensorpack').names['moving_' + match['stat']] = name
+      continue
+    match = _MOVING.match(name)
+    if match:
+      path = match['path'] or ''
+      layer(path, _scope_convention(path)).names[match['stat']] = name
+  claimed = {n for found in layers.values() for n in found.names.values()}
+  for found in sorted(layers.values(), key=lambda found: -len(found.path)):  # deepest first
+    statistics = list(found.names.values())
+    for name in sorted(names - claimed):
+      under_layer = bool(found.path) and name.startswith(found.path + '/')
+      under_statistic = any(name.startswith(s + '/') for s in statistics)
+      if name.rpartition('/')[2] in DEBIAS_LEAVES and (under_layer or under_statistic):
+        found.helpers.append(name)
+      elif under_layer:
+        found.extras.append(name)
+      else:
+        continue
+      claimed.add(name)
+
+  def order(found):
+    leaf = found.path.rpartition('/')[2]
+    match = re.match(r'batch_normalization(?:_(\d+))?$', leaf)
+    index = int(match.group(1) or 0) if match else -1
+    return (_natural_key(found.parent), index, _natural_key(found.path))
+
+  return sorted(layers.values(), key=order)
+
+
+# --- reading and writing ------------------------------------------------------
+def checkpoint_prefix(path):
+  """A checkpoint prefix from a prefix or a directory with a `checkpoint` file."""
+  if not isinstance(path, (str, os.PathLike)):
+    raise TypeError(f'the checkpoint path must be a string, received {path!r}.')
+  path = os.fspath(path)
+  if os.path.isdir(path):
+    latest = tf.train.latest_checkpoint(path)
+    if latest is None:
+      raise ValueError(f'No checkpoint found in directory {path!r} (no `checkpoint` file).')
+    return latest
+  if not tf.io.gfile.exists(path + '.index'):
+    raise ValueError(f'No checkpoint at {path!r}: expected {path}.index (pass the prefix, '
+                     'e.g. model.ckpt-1000, or its directory).')
+  return path
+
+
+def read_checkpoint(path):
+  """{name: numpy value} of every variable in a checkpoint."""
+  reader = tf.train.load_checkpoint(checkpoint_prefix(path))
+  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def write_checkpoint(values, prefix):
+  """Writes {name: numpy value} as a TensorFlow (V2) checkpoint at `prefix`."""
+  names = sorted(values)
+  with tf.Graph().as_default():
+    feeds = [v1.placeholder(tf.as_dtype(values[n].dtype), values[n].shape) for n in names]
+    save = tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
+                             shape_and_slices=[''] * len(names), tensors=feeds)
+    with v1.Session() as sess:
+      sess.run(save, dict(zip(feeds, (values[n] for n in names))))
+  return prefix
+
+
+# --- inspect -------------------------------------------------------------------
+@dataclasses.dataclass
+class LayerReport:
+  path: str
+  convention: str
+  channels: int
+  mean_range: tuple
+  variance_range: tuple
+  flags: list
+
+
+@dataclasses.dataclass
+class Report:
+  checkpoint: str
+  layers: list
+  other_variables: int
+
+  @property
+  def ok(self):
+    return not any(layer.flags for layer in self.layers)
+
+  def text(self):
+    lines = [f'{self.checkpoint}: {len(self.layers)} batch-norm layer(s), '
+             f'{self.other_variables} other variable(s)']
+    for layer in self.layers:
+      mean = '-' if layer.mean_range is None else '[{:.4g}, {:.4g}]'.format(*layer.mean_range)
+      var = '-' if layer.variance_range is None else '[{:.4g}, {:.4g}]'.format(
+          *layer.variance_range)
+      lines.append(f'  {layer.path or "(root)"}  {layer.convention}  channels {layer.channels}  '
+                   f'moving mean {mean}  moving variance {var}'
+                   + ('  OK' if not layer.flags else ''))
+      lines.extend(f'    PROBLEM: {flag}' for flag in layer.flags)
+    lines.append('OK' if self.ok else 'problems found')
+    return '\n'.join(lines)
+
+
+def _initial_variance(convention):
+  # EMA shadows of a tensor start at 0; every layer's variable starts at 1.
+  return 0.0 if convention == 'recipe' else 1.0
+
+
+def _layer_flags(layer, values):
+  flags = []
+  missing = [role for role in STATISTICS if role not in layer.names]
+  if missing:
+    flags.append(f'missing {", ".join(missing)}: a restore would leave it at its initial value')
+  for role, name in layer.names.items():
+    if not np.all(np.isfinite(values[name])):
+      flags.append(f'non-finite values in {role} ({name})')
+  if 'moving_variance' in layer.names:
+    variance = values[layer.names['moving_variance']]
+    if np.all(np.isfinite(variance)) and np.any(variance <= 0) and not (
+        layer.convention == 'recipe' and np.all(variance == 0)):
+      flags.append(f'non-positive moving variance in {int(np.sum(variance <= 0))} channel(s)')
+  if not missing:
+    mean = values[layer.names['moving_mean']]
+    variance = values[layer.names['moving_variance']]
+    if np.all(mean == 0) and np.all(variance == _initial_variance(layer.convention)):
+      flags.append(f'never updated: moving mean exactly 0 and variance exactly '
+                   f'{_initial_variance(layer.convention):g} everywhere; the update ops were '
+                   'probably never run (see tf1_bn.check_update_ops)')
+  return flags
+
+
+def inspect_checkpoint(path):
+  """Lists every BN layer of a checkpoint with its convention, channel count and
+  moving statistics, and flags problems. Returns a Report (`.ok`, `.text()`)."""
+  prefix = checkpoint_prefix(path)
+  values = read_checkpoint(prefix)
+  layers = find_layers(values)
+  reports = []
+  for layer in layers:
+    stats = {role: values[layer.names[role]] for role in STATISTICS if role in layer.names}
+    anchor = next(iter(stats.values()), None)
+    if anchor is None:
+      anchor = values[next(iter(layer.names.values()))]
+
+    def value_range(role):
+      value = stats.get(role)
+      if value is None or not np.all(np.isfinite(value)):
+        return None
+      return float(value.min()), float(value.max())
+
+    reports.append(LayerReport(layer.path, layer.convention, int(np.size(anchor)),
+                               value_range('moving_mean'), value_range('moving_variance'),
+                               _layer_flags(layer, values)))
+  claimed = {n for layer in layers for n in layer.all_names()}
+  return Report(prefix, reports, len(set(values) - claimed))
+
+
+# --- port ------------------------------------------------------------------------
+def _target_paths(layers, to):
+  by_parent = collections.defaultdict(list)
+  for layer in layers:
+    by_parent[layer.parent].append(layer)
+  paths = {}
+  for parent, group in by_parent.items():
+    prefix = parent + '/' if parent else ''
+    if to == 'slim' and len(group) > 1:
+      raise ValueError(
+          f'`to`="slim" names every layer `<parent>/BatchNorm`, but {len(group)} layers share '
+          f'the parent {parent or "(root)"!r}: {", ".join(l.path for l in group)}. Port to '
+          '"tf.layers" or "bn_layer" instead.')
+    for index, layer in enumerate(group):
+      if to == 'tf.layers':
+        paths[layer.path] = prefix + 'batch_normalization' + (f'_{index}' if index else '')
+      elif to == 'slim':
+        paths[layer.path] = prefix + 'BatchNorm'
+      else:
+        paths[layer.path] = layer.path
+  return paths
+
+
+def _as_channels(value, layer):
+  # Sonnet keeps the reduced axes as 1: [1, C] or [1, 1, 1, C].
+  return value.reshape(-1) if layer.convention == 'sonnet' else value
+
+
+def port_checkpoint(in_path, out_path, to):
+  """Rewrites BN variable names of a checkpoint into the `to` convention.
+
+  Each layer keeps its parent path: `tf.layers` names the layers of a parent
+  `batch_normalization`, `batch_normalization_1`, ... in order; `slim` names
+  them `BatchNorm` (one per parent); `bn_layer` keeps each layer's path. Leaf
+  names become gamma / beta / moving_mean / moving_variance. Every other
+  variable and every value not converted is copied bit for bit.
+
+  Returns {old name: new name or None when dropped}.
+  """
+  if to not in PORT_TARGETS:
+    raise ValueError(f'`to` must be one of {list(PORT_TARGETS)}, received {to!r}.')
+  values = read_checkpoint(in_path)
+  layers = find_layers(values)
+  paths = _target_paths(layers, to)
+  renamed, output = {}, {}
+  for layer in layers:
+    new_path = paths[layer.path]
+    prefix = new_path + '/' if new_path else ''
+    for role, name in layer.names.items():
+      renamed[name] = prefix + role
+      output[prefix + role] = _as_channels(values[name], layer)
+    for name in layer.extras:
+      renamed[name] = prefix + name[len(layer.path) + 1:]
+      output[renamed[name]] = values[name]
+    for name in layer.helpers:
+      keep = to == layer.convention
+      renamed[name] = (prefix + name[len(layer.path) + 1:] if layer.path else name) if keep \
+          else None
+      if keep:
+        output[renamed[name]] = values[name]
+  for name, value in values.items():
+    if name not in renamed:
+      renamed[name] = name
+      output[name] = value
+  clashes = [n for n, count in collections.Counter(
+      n for n in renamed.values() if n is not None).items() if count > 1]
+  if clashes:
+    raise ValueError(f'Porting to {to!r} would give several variables the name(s) '
+                     f'{clashes}; rename them first.')
+  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+  write_checkpoint(output, os.fspath(out_path))
+  return renamed
+
+
+# --- restore -------------------------------------------------------------------
+class RestoreError(ValueError):
+  """Some variables of the graph found no source in the checkpoint."""
+
+  def __init__(self, message, missing):
+    super().__init__(message)
+    self.missing = missing
+
+
+def _match_layers(graph_layers, checkpoint_layers):
+  by_path = {layer.path: layer for layer in checkpoint_layers}
+  by_parent = collections.defaultdict(list)
+  for layer in checkpoint_layers:
+    by_parent[layer.parent].append(layer)
+  graph_by_parent = collections.defaultdict(list)
+  for layer in graph_layers:
+    graph_by_parent[layer.parent].append(layer)
+  matches = {}
+  for layer in graph_layers:
+    if layer.path in by_path:
+      matches[layer.path] = by_path[layer.path]
+      continue
+    siblings, sources = graph_by_parent[layer.parent], by_parent.get(layer.parent, [])
+    if len(siblings) == len(sources):
+      matches[layer.path] = sources[siblings.index(layer)]
+  return matches
+
+
+def restore(sess, ckpt_path, var_list=None):
+  """Restores a checkpoint of any BN convention into the session's graph.
+
+  BN variables are mapped layer by layer: a checkpoint layer with the same
+  path, else the one at the same position among the layers of the same
+  parent scope (graph layers in creation order, checkpoint layers in
+  `find_layers` order). Other variables are restored by name. Any variable of
+  `var_list` (default: all global variables) that finds no source raises
+  RestoreError listing them all, before anything is assigned: a BN layer is
+  never silently left at mean 0 / variance 1.
+
+  Returns {graph variable name: checkpoint variable name}.
+  """
+  if not isinstance(sess, v1.Session):
+    raise TypeError(f'`sess` must be a tf.compat.v1.Session, received {sess!r}.')
+  variables = list(var_list) if var_list is not None else sess.graph.get_collection(
+      v1.GraphKeys.GLOBAL_VARIABLES)
+  by_name = {v.op.name: v for v in variables}
+  values = read_checkpoint(ckpt_path)
+  checkpoint_layers = find_layers(values)
+  # Creation order of the graph's layers: the order of their variables.
+  graph_layers = sorted(find_layers(by_name), key=lambda layer: min(
+      list(by_name).index(n) for n in layer.all_names()))
+  matches = _match_layers(graph_layers, checkpoint_layers)
+  sources, missing = {}, []
+  for layer in graph_layers:
+    source = matches.get(layer.path)
+    for role, name in layer.names.items():
+      if source is not None and role in source.names:
+        sources[name] = (source.names[role], source)
+      else:
+        missing.append(name)
+    for name in layer.extras + layer.helpers:
+      if source is None:
+        missing.append(name)
+        continue
+      candidate = (source.path + '/' if source.path else '') + name[len(layer.path) + 1:]
+      if candidate in values:
+        sources[name] = (candidate, source)
+      else:
+        missing.append(name)
+  claimed = {n for layer in graph_layers for n in layer.all_names()}
+  for name in by_name:
+    if name not in claimed:
+      if name in values:
+        sources[name] = (name, None)
+      else:
+        missing.append(name)
+  feeds, mismatched = {}, []
+  for name, (source_name, source_layer) in sources.items():
+    variable = by_name[name]
+    value = values[source_name]
+    if source_layer is not None and source_layer.convention == 'sonnet':
+      value = value.reshape(-1)
+    shape = variable.shape.as_list()
+    if list(value.shape) != shape:
+      if np.size(value) == np.prod(shape, dtype=np.int64):
+        value = value.reshape(shape)
+      else:
+        mismatched.append(f'{name} {shape} <- {source_name} {list(value.shape)}')
+        continue
+    feeds[variable.initializer.inputs[1]] = value.astype(variable.dtype.base_dtype.as_numpy_dtype)
+  if missing or mismatched:
+    raise RestoreError(
+        f'Restoring {checkpoint_prefix(ckpt_path)!r}: '
+        + (f'{len(missing)} variable(s) of the graph found no source in the checkpoint: '
+           f'{", ".join(sorted(missing))}. ' if missing else '')
+        + (f'Shapes differ: {"; ".join(mismatched)}. ' if mismatched else '')
+        + f'The checkpoint holds BN layers {[l.path for l in checkpoint_layers]}. Nothing was '
+        'restored.', missing=sorted(missing))
+  sess.run([by_name[name].initializer for name in sources], feeds)
+  return {name: source for name, (source, _) in sources.items()}
+
+
+# --- the `tf1-bn inspect` and `tf1-bn port` commands -----------------------------
+def inspect_build_parser(parser=None):
+  import argparse
+  parser = parser or argparse.ArgumentParser(prog='tf1-bn inspect')
+  parser.add_argument('checkpoint', help='checkpoint prefix (model.ckpt-1000) or its directory')
+  return parser
+
+
+def inspect_main(argv=None):
+  """Prints the report; exit status 1 when a problem is flagged (a release gate)."""
+  args = inspect_build_parser().parse_args(argv)
+  try:
+    report = inspect_checkpoint(args.checkpoint)
+  except ValueError as error:
+    print(f'error: {error}')
+    return 2
+  print(report.text())
+  return 0 if report.ok else 1
+
+
+def port_build_parser(parser=None):
+  import argparse
+  parser = parser or argparse.ArgumentParser(prog='tf1-bn port')
+  parser.add_argument('in_checkpoint', help='checkpoint prefix or directory to read')
+  parser.add_argument('out_checkpoint', help='checkpoint prefix to write, e.g. out/model.ckpt')
+  parser.add_argument('--to', required=True, choices=PORT_TARGETS,
+                      help='the naming convention to write')
+  return parser
+
+
+def port_main(argv=None):
+  args = port_build_parser().parse_args(argv)
+  try:
+    renamed = port_checkpoint(args.in_checkpoint, args.out_checkpoint, args.to)
+  except ValueError as error:
+    print(f'error: {error}')
+    return 2
+  for old, new in sorted(renamed.items()):
+    if new != old:
+      print(f'{old} -> {new if new is not None else "(dropped: helper of another convention)"}')
+  print(f'wrote {args.out_checkpoint} ({sum(n is not None for n in renamed.values())} variables)')
+  return 0
