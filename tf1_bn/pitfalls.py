@@ -164,7 +164,6 @@ def _epoch(sess, iterator, filenames, paths, fetches, feed):
 @_pitfall('Incompatible shapes: [7] vs. [2] in the moving-average update', needs_legacy=True)
 def incompatible_shapes(outcome):
   import tf1_bn
-  from tf1_bn import digits
   tf, v1 = _tf()
   with tempfile.TemporaryDirectory() as folder:
     paths = _write_csv_files(folder)
@@ -174,20 +173,21 @@ def incompatible_shapes(outcome):
       fixed = tf.reshape(features, [MINIBATCH, 5])  # "fixes" the undefined axis
       w = v1.get_variable('W1', [6, 5], initializer=v1.glorot_uniform_initializer(seed=0))
       z = tf.matmul(w, tf.transpose(fixed))  # (6, 7): features by examples
-      z = v1.layers.batch_normalization(z, axis=-1, training=training)
+      # center/scale off: with them on, the forward pass's `* gamma` can meet
+      # the mismatch first ("[2] vs. [7]"), depending on the op order.
+      z = v1.layers.batch_normalization(z, axis=-1, training=training, center=False,
+                                        scale=False)
       loss = tf.reduce_mean(tf.square(z))
       with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
         train_op = v1.train.AdamOptimizer(0.01).minimize(loss)
-      # One thread: the moving-mean update and the forward pass's scale both
-      # fail on the last minibatch; a fixed op order reports the same one
-      # every run (the update, as in the original report).
-      with digits.single_thread_session(tf.compat.v1.get_default_graph()) as sess:
+      with v1.Session() as sess:
         sess.run(v1.global_variables_initializer())
         message = _error_text(lambda: _epoch(sess, iterator, filenames, paths, train_op,
                                              {training: True}))
     outcome.reproduced = bool(message) and 'Incompatible shapes: [7] vs. [2]' in message
     outcome.evidence = (f'{sum(CSV_ROWS)} CSV rows, batch({MINIBATCH}), '
-                        f'tf.reshape(X, [{MINIBATCH}, 5]), tf.transpose, axis=-1; '
+                        f'tf.reshape(X, [{MINIBATCH}, 5]), tf.transpose, axis=-1 (center and '
+                        'scale off); '
                         f'the last minibatch has {sum(CSV_ROWS) % MINIBATCH} rows:\n'
                         + _error_lines(message or 'no error'))
 
