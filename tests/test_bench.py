@@ -34,3 +34,10 @@ def test_fold_case_times_the_folded_and_unfolded_exports():
   assert [r['implementation'] for r in rows] == ['exported, unfolded', 'exported, folded']
   assert rows[0]['ratio'] == 1.0 and rows[1]['ms'] > 0
   assert '| - |' in bench.markdown(rows)  # no copy bound for a whole network
+
+
+def test_implementations_that_cannot_build_a_dtype_are_skipped(capsys):
+  rows = bench.run_case('nhwc', [2, 3, 3, 4], 'float16', 'inference', 2, 1, False)
+  assert [r['implementation'] for r in rows] == ['bn_layer', 'batch_normalization', 'batch_norm']
+  assert rows[0]['reference'] == 'bn_layer' and rows[0]['ratio'] == 1.0
+  assert 'skipping classic recipe for float16' in capsys.readouterr().out
