@@ -51,16 +51,20 @@ def load(seed=0, test_fraction=0.3, scale=True):
 
 
 def mlp(x, hidden=(128, 128), activation='relu', bn=None, dropout_rate=0.0, training=None,
-        bn_decay=0.9, seed=0):
-  """Logits of an MLP on `x`; BN (bn_layer) before or after each activation.
+        bn_decay=0.9, seed=0, normalize=None):
+  """Logits of an MLP on `x`; BN before or after each activation.
 
   With `bn='before'` the dense layers have no bias: beta replaces it, and a
   bias would be cancelled by the mean subtraction anyway.
   Layer scopes: `dense<i>/`, `bn<i>`; dropout follows each hidden activation.
+  `normalize(h, name)` replaces the default `bn_layer` (the pitfalls put the
+  legacy layer there).
   """
   v.check_choice(bn, BN_PLACEMENTS, 'bn')
   v.check_choice(activation, tuple(ACTIVATIONS), 'activation')
   act = ACTIVATIONS[activation]
+  if normalize is None:
+    normalize = lambda h, name: bn_layer(h, training=training, name=name, moving_decay=bn_decay)
   h = x
   for i, width in enumerate(list(hidden) + [NUM_CLASSES]):
     last = i == len(hidden)
@@ -73,10 +77,10 @@ def mlp(x, hidden=(128, 128), activation='relu', bn=None, dropout_rate=0.0, trai
     if last:
       return h
     if bn == 'before':
-      h = bn_layer(h, training=training, name=f'bn{i}', moving_decay=bn_decay)
+      h = normalize(h, f'bn{i}')
     h = act(h)
     if bn == 'after':
-      h = bn_layer(h, training=training, name=f'bn{i}', moving_decay=bn_decay)
+      h = normalize(h, f'bn{i}')
     if dropout_rate:
       h = dropout(h, dropout_rate, training=training, seed=seed + 100 + i)
   return h

@@ -35,10 +35,6 @@ _PLACEHOLDER_OPS = ('Placeholder', 'PlaceholderWithDefault')
 OUTPUT_SCOPE = 'tf1_bn_output'
 
 
-def _canonical(tensor_name):
-  return tensor_name if ':' in tensor_name else tensor_name + ':0'
-
-
 def _check_signature(mapping, arg_name, graph):
   if not isinstance(mapping, dict) or not mapping:
     raise TypeError(f'`{arg_name}` must be a non-empty dict of signature name to tensor, '
@@ -64,7 +60,7 @@ def _wire_inference_paths(graph_def, graph):
           continue  # an inline update: inference never runs it
         inputs.append(name)
       else:
-        canonical = _canonical(name)
+        canonical = folding.canonical_tensor_name(name)
         inputs.append(twins.get(canonical, name))
     del node.input[:]
     node.input.extend(inputs)

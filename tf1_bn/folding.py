@@ -73,7 +73,8 @@ def _name(tensor):
   return tensor.lstrip('^').split(':')[0]
 
 
-def _canonical(tensor):
+def canonical_tensor_name(tensor):
+  """'op' -> 'op:0'; 'op:1' unchanged."""
   return tensor if ':' in tensor else tensor + ':0'
 
 
@@ -132,10 +133,10 @@ class _Graph:
     return name + ':0'
 
   def rewire(self, old_tensor, new_tensor):
-    old = _canonical(old_tensor)
+    old = canonical_tensor_name(old_tensor)
     for node in self.graph_def.node:
       for i, name in enumerate(node.input):
-        if not name.startswith('^') and _canonical(name) == old:
+        if not name.startswith('^') and canonical_tensor_name(name) == old:
           node.input[i] = new_tensor
 
 

@@ -215,7 +215,7 @@ HIDDEN = (64, 64)
 
 
 def _digits_model(layer, split, steps, with_update_ops, seed=0):
-  """A digits MLP with `layer(h, training)` before each ReLU,
+  """A digits MLP (`digits.mlp`) with `layer(h, training, name)` before each ReLU,
   trained `steps` steps. Returns the test accuracy with training True and
   False, the moving statistics, and the session objects for more runs."""
   from tf1_bn import digits, update_ops
@@ -226,15 +226,8 @@ def _digits_model(layer, split, steps, with_update_ops, seed=0):
     x = v1.placeholder(tf.float32, [None, digits.NUM_FEATURES], name='x')
     y = v1.placeholder(tf.int64, [None], name='y')
     training = v1.placeholder_with_default(False, [], name='is_training')
-    h = x
-    for i, width in enumerate(HIDDEN):
-      w = v1.get_variable(f'w{i}', [h.shape[-1], width],
-                          initializer=v1.glorot_uniform_initializer(seed=seed + i))
-      with v1.variable_scope(f'layer{i}'):
-        h = tf.nn.relu(layer(tf.matmul(h, w), training))
-    w = v1.get_variable('w_out', [h.shape[-1], digits.NUM_CLASSES],
-                        initializer=v1.glorot_uniform_initializer(seed=seed + len(HIDDEN)))
-    logits = tf.matmul(h, w)
+    logits = digits.mlp(x, hidden=HIDDEN, bn='before', seed=seed,
+                        normalize=lambda h, name: layer(h, training, name))
     loss = digits.cross_entropy(logits, y)
     optimizer = v1.train.MomentumOptimizer(0.01, 0.9)
     train_op = (update_ops.minimize(optimizer, loss) if with_update_ops
@@ -263,10 +256,11 @@ def missing_update_ops(outcome, steps=300):
   split = digits.load(seed=0, scale=False)
   if legacy.active():
     name, layer = 'tf.compat.v1.layers.batch_normalization', (
-        lambda h, training: v1.layers.batch_normalization(h, training=training))
+        lambda h, training, name: v1.layers.batch_normalization(h, training=training))
   else:
     name, layer = 'tf1_bn.batch_normalization (tf-keras not installed; same UPDATE_OPS ' \
-                  'contract)', lambda h, training: tf1_bn.batch_normalization(h, training=training)
+                  'contract)', lambda h, training, name: tf1_bn.batch_normalization(
+                      h, training=training)
   broken = _digits_model(layer, split, steps, with_update_ops=False)
   broken['sess'].close()
   stats = broken['moving']
@@ -288,8 +282,9 @@ def missing_update_ops(outcome, steps=300):
     loss = tf.reduce_sum(out * v1.get_variable('w', [64]))
     train_op = v1.train.GradientDescentOptimizer(0.1).minimize(loss)
     check_error = _error_text(lambda: tf1_bn.check_update_ops(train_op))
-  fixed = _digits_model(lambda h, training: tf1_bn.batch_normalization(h, training=training),
-                        split, steps, with_update_ops=True)
+  fixed = _digits_model(
+      lambda h, training, name: tf1_bn.batch_normalization(h, training=training),
+      split, steps, with_update_ops=True)
   fixed['sess'].close()
   outcome.remedy = (
       f'tf1_bn.check_update_ops(train_op) on such a graph:\n{_first_lines(check_error or "")}\n'
@@ -309,8 +304,9 @@ def training_true_at_test(outcome, steps=300):
   from tf1_bn import digits
   import tf1_bn
   split = digits.load(seed=0)
-  model = _digits_model(lambda h, training: tf1_bn.bn_layer(h, training=training), split, steps,
-                        with_update_ops=True)
+  model = _digits_model(
+      lambda h, training, name: tf1_bn.bn_layer(h, training=training, name=name),
+      split, steps, with_update_ops=True)
   sess, x, logits, training = model['sess'], model['x'], model['logits'], model['training']
   example = split.test_x[0]
   digit = split.test_y[0]
