@@ -15,7 +15,9 @@ def test_benchmark_runs_on_tiny_shapes_and_writes_its_outputs(tmp_path):
     label, shape = bench.parse_case(case)
     for mode in args.modes:
       rows.extend(bench.run_case(label, shape, 'float32', mode, args.steps, args.warmup, False))
-  assert len(rows) == 2 * 2 * 4
+  assert len(rows) == 2 * 2 * 5  # four implementations and the copy bound, per case and mode
+  bound_rows = [r for r in rows if r['implementation'] == bench.COPY_BOUND]
+  assert len(bound_rows) == 4 and all(r['copy_fraction'] == 1.0 for r in bound_rows)
   reference_rows = [r for r in rows if r['implementation'] == r['reference']]
   assert all(r['ratio'] == 1.0 for r in reference_rows)
   assert all(r['ms'] > 0 and np.isfinite(r['gbps']) for r in rows)
@@ -38,6 +40,17 @@ def test_fold_case_times_the_folded_and_unfolded_exports():
 
 def test_implementations_that_cannot_build_a_dtype_are_skipped(capsys):
   rows = bench.run_case('nhwc', [2, 3, 3, 4], 'float16', 'inference', 2, 1, False)
-  assert [r['implementation'] for r in rows] == ['bn_layer', 'batch_normalization', 'batch_norm']
+  assert [r['implementation'] for r in rows] == ['bn_layer', 'batch_normalization', 'batch_norm',
+                                                 bench.COPY_BOUND]
   assert rows[0]['reference'] == 'bn_layer' and rows[0]['ratio'] == 1.0
   assert 'skipping classic recipe for float16' in capsys.readouterr().out
+
+
+def test_build_case_times_graph_construction_per_implementation():
+  rows = bench.build_case(2, False)
+  assert [r['implementation'] for r in rows] == ['bn_layer', 'batch_normalization', 'batch_norm',
+                                                 'classic recipe']
+  assert rows[0]['ratio'] == 1.0 and all(r['ms'] > 0 and r['gbps'] is None for r in rows)
+  for line in bench.markdown(rows).splitlines()[2:]:
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    assert cells[3] == '-' and cells[5] == '-'  # no GB/s, no copy bound

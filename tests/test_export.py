@@ -61,10 +61,21 @@ def _cnn(x):
   return tf1_bn.bn_layer(h, name='bn_out', updates='inline')
 
 
+def _xla_marked(export_dir):
+  """Nodes and functions of an exported model that ask for XLA."""
+  graph_def = tf.saved_model.load(export_dir).signatures['serving_default'].graph.as_graph_def()
+  functions = [f for f in graph_def.library.function]
+  return ([n.name for n in graph_def.node if n.attr['_XlaMustCompile'].b] +
+          [n.name for f in functions for n in f.node_def if n.attr['_XlaMustCompile'].b] +
+          [f.signature.name for f in functions if f.attr['_XlaMustCompile'].b])
+
+
 def test_unfolded_export_equals_session_inference_with_no_training_path(tmp_path):
   expected, actual, ops, placeholders, report = _train_and_export(_cnn, [8, 8, 3], tmp_path,
                                                                  fold=False)
+  # The session ran the XLA transform; the export runs it as plain ops.
   assert reference.max_relative_error(actual, expected) <= 1e-6
+  assert 'PartitionedCall' in ops and _xla_marked(str(tmp_path / 'model')) == []
   assert not ops & CONTROL_FLOW_OPS and not ops & UPDATE_OPS
   assert 'RandomUniform' not in ops  # dropout's training path is gone too
   assert placeholders == ['inputs']

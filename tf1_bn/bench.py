@@ -2,9 +2,11 @@
 
 Each implementation gets its own graph and session; the steps alternate
 between implementations so machine noise hits all of them alike, and each
-reports the median. The copy bound is measured on the spot: numpy copying a
-tensor of the same size (one read, one write), which is what a one-pass BN
-inference has to do at least.
+reports the median. The copy bound is measured on the spot, as one more
+runner in the same alternation: numpy copying a buffer of the input's size
+(one read, one write), which is what a one-pass BN inference has to do at
+least. Alternated like the others, it finds the caches as they do: its source
+was evicted by the runner before it, as each implementation's input was.
 
 The legacy tf.compat.v1.layers.batch_normalization needs tf-keras and
 TF_USE_LEGACY_KERAS=1 before TensorFlow is imported: when tf-keras is
@@ -19,9 +21,13 @@ import numpy as np
 
 from tf1_bn import legacy
 
-DEFAULT_CASES = ('nhwc:64x32x32x64', '2d:4096x1024', 'cnn:64x32x32x3')
+DEFAULT_CASES = ('nhwc:64x32x32x64', '2d:4096x1024', 'cnn:64x32x32x3', 'build:100')
 # `cnn:BxHxWxC` times a small CNN's exported inference graph, folded or not.
 FOLD_CASE = 'cnn'
+# `build:N` times building N layers, chained, in one graph.
+BUILD_CASE = 'build'
+BUILD_ROUNDS = 3
+COPY_BOUND = 'copy bound (numpy copyto)'
 
 
 def _implementations(legacy_available):
@@ -52,6 +58,9 @@ class _Runner:
     with self.graph.as_default():
       x = v1.get_variable('x', shape, dtype, v1.random_normal_initializer(1.0, 2.0),
                           trainable=False)
+      # A tensor switch, so every implementation runs under a cond: grappler
+      # keeps it although only a tf.group reads the output (a stateless
+      # output read that way would be pruned and time nothing).
       self.training = v1.placeholder(tf.bool, [], name='is_training')
       y = build(x, self.training)
       if mode == 'train':
@@ -73,15 +82,18 @@ class _Runner:
     return time.perf_counter() - start
 
 
-def copy_bound_seconds(nbytes, repeats=30):
-  source = np.ones(nbytes // 4, np.float32)
-  target = np.empty_like(source)
-  times = []
-  for _ in range(repeats):
+class _CopyRunner:
+  """The copy bound: numpy copying `nbytes` from one buffer into another."""
+
+  def __init__(self, nbytes):
+    self.source = np.ones(nbytes, np.uint8)
+    self.target = np.empty_like(self.source)
+    self.sess = None
+
+  def step(self):
     start = time.perf_counter()
-    np.copyto(target, source)
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+    np.copyto(self.target, self.source)
+    return time.perf_counter() - start
 
 
 def parse_case(text):
@@ -105,7 +117,8 @@ def _alternate(runners, steps, warmup):
     for name in order.permutation(names):
       times[name].append(runners[name].step())
   for runner in runners.values():
-    runner.sess.close()
+    if runner.sess is not None:
+      runner.sess.close()
   return times
 
 
@@ -114,7 +127,7 @@ def _rows(case, times, reference, nbytes, bound):
   for name, samples in times.items():
     median = float(np.median(samples))
     rows.append({'case': case, 'implementation': name, 'ms': median * 1e3,
-                 'gbps': nbytes / median / 1e9,
+                 'gbps': nbytes / median / 1e9 if nbytes else None,
                  'ratio': median / float(np.median(times[reference])),
                  'copy_fraction': bound / median if bound else None, 'reference': reference})
   return rows
@@ -130,11 +143,12 @@ def run_case(label, shape, dtype_name, mode, steps, warmup, legacy_available):
     except (TypeError, ValueError) as error:  # e.g. the recipe's float32 gamma on float16
       print(f'skipping {name} for {dtype_name}: {type(error).__name__}: '
             f'{str(error).splitlines()[0]}')
-  times = _alternate(runners, steps, warmup)
   nbytes = int(np.prod(shape)) * dtype.size
+  runners[COPY_BOUND] = _CopyRunner(nbytes)
+  times = _alternate(runners, steps, warmup)
   reference = next(r for r in ('legacy fused=True', 'classic recipe', 'bn_layer') if r in runners)
   return _rows(f'{label} {"x".join(map(str, shape))} {dtype_name} {mode}', times, reference,
-               nbytes, copy_bound_seconds(nbytes))
+               nbytes, float(np.median(times[COPY_BOUND])))
 
 
 def small_cnn(x):
@@ -191,13 +205,46 @@ def fold_case(shape, steps, warmup):
                'exported, unfolded', batch.nbytes, None)
 
 
+class _BuildRunner:
+  """Builds `count` layers of one implementation, chained, in a new graph."""
+
+  def __init__(self, build, count):
+    self.build, self.count, self.sess = build, count, None
+    self._build_graph(1)  # one-time costs (imports, the XLA probe) before timing
+
+  def _build_graph(self, count):
+    import tensorflow as tf
+    v1 = tf.compat.v1
+    with tf.Graph().as_default():
+      h = v1.placeholder(tf.float32, [None, 8, 8, 16])
+      training = v1.placeholder(tf.bool, [], name='is_training')
+      for i in range(count):
+        with v1.variable_scope(f'layer{i}'):
+          h = self.build(h, training)
+
+  def step(self):
+    start = time.perf_counter()
+    self._build_graph(self.count)
+    return time.perf_counter() - start
+
+
+def build_case(count, legacy_available):
+  """Graph construction time of `count` layers per implementation."""
+  runners = {name: _BuildRunner(build, count)
+             for name, build in _implementations(legacy_available).items()}
+  times = _alternate(runners, BUILD_ROUNDS, 0)
+  reference = 'legacy fused=True' if 'legacy fused=True' in runners else 'bn_layer'
+  return _rows(f'{BUILD_CASE} {count} layers, graph construction', times, reference, None, None)
+
+
 def markdown(rows):
   lines = ['| case | implementation | median ms | GB/s (input) | vs reference | of copy bound |',
            '|---|---|---|---|---|---|']
   for row in rows:
     fraction = '-' if row['copy_fraction'] is None else f"{row['copy_fraction']:.0%}"
+    gbps = '-' if row['gbps'] is None else f"{row['gbps']:.1f}"
     lines.append(f"| {row['case']} | {row['implementation']} | {row['ms']:.2f} | "
-                 f"{row['gbps']:.1f} | {row['ratio']:.2f}x | {fraction} |")
+                 f"{gbps} | {row['ratio']:.2f}x | {fraction} |")
   return '\n'.join(lines) + '\n'
 
 
@@ -215,7 +262,8 @@ def bar_chart(rows, path):
     ax.barh(np.arange(len(cases)) + i * width, values, width, label=impl)
   ax.set_yticks(np.arange(len(cases)) + 0.4 - width / 2)
   ax.set_yticklabels(cases)
-  ax.set_xlabel('median milliseconds per step (lower is better)')
+  ax.set_xscale('log')  # graph construction takes seconds, a BN step milliseconds
+  ax.set_xlabel('median milliseconds per step, log scale (lower is better)')
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -226,7 +274,8 @@ def build_parser(parser=None):
   parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--cases', nargs='+', default=list(DEFAULT_CASES),
                       help='label:shape, e.g. nhwc:64x32x32x64 nchw:64x64x32x32 2d:4096x1024; '
-                      f'{FOLD_CASE}:BxHxWxC times a small CNN exported folded and unfolded')
+                      f'{FOLD_CASE}:BxHxWxC times a small CNN exported folded and unfolded; '
+                      f'{BUILD_CASE}:N times building N layers in one graph')
   parser.add_argument('--dtypes', nargs='+', default=['float32'])
   parser.add_argument('--modes', nargs='+', default=['train', 'inference'],
                       choices=['train', 'inference'])
@@ -249,6 +298,9 @@ def main(argv=None):
     label, shape = parse_case(case)
     if label == FOLD_CASE:
       rows.extend(fold_case(shape, args.steps, args.warmup))
+      continue
+    if label == BUILD_CASE:
+      rows.extend(build_case(shape[0], legacy_available))
       continue
     for dtype in args.dtypes:
       for mode in args.modes:

@@ -8,8 +8,8 @@ their variables with their own names and conventions, then call `build`.
   a Python bool);
 * batch statistics (`statistics.batch_moments`, or the fused kernel);
 * normalization (`tf.nn.batch_normalization`'s scale-and-offset form, or the
-  fused kernel `FusedBatchNormV3`, reached for any rank and any single axis by
-  a reshape to 4-D);
+  fast kernels of `tf1_bn.kernels`: `FusedBatchNormV3` for training, an
+  XLA-compiled one-pass transform for inference on CPU);
 * the moving-average update, built outside the cond from the cond's outputs
   and masked, so a step with training False, an empty batch or non-finite
   statistics leaves every moving variable bit-for-bit unchanged.
@@ -26,13 +26,11 @@ from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
+from tf1_bn import kernels
 from tf1_bn import statistics
 from tf1_bn import switch as switch_lib
-from tf1_bn.validation import FUSED_DTYPES, HALF_DTYPES
+from tf1_bn.validation import HALF_DTYPES
 
-# cuDNN rejects epsilon below 1e-5; float32(1e-5) rounds below it, so TF
-# floors at 1.001e-5 (tf.compat.v1.nn.fused_batch_norm does the same).
-CUDNN_MIN_EPSILON = 1.001e-5
 VARIANCE_KINDS = ('population', 'sample')
 # Every update op a layer put into a collection (see check_update_ops).
 COLLECTION_UPDATES_KEY = 'tf1_bn_collection_updates'
@@ -78,72 +76,6 @@ class Update:
   """The update built by `build`: its assign ops and one group of them."""
   ops: list
   group: tf.Operation
-
-
-def _gpu_present():
-  return bool(tf.config.list_physical_devices('GPU'))
-
-
-def fused_applies(dtype, axes, epsilon, general=False):
-  """Whether the fused kernel can compute this layer's training path."""
-  if general or len(axes) != 1 or dtype not in FUSED_DTYPES:
-    return False
-  return epsilon >= CUDNN_MIN_EPSILON or not _gpu_present()
-
-
-def _to_4d(x, axis):
-  """Reshapes `x` so the fused kernel normalizes `axis`; returns (x4, format)."""
-  shape = x.shape
-  rank = shape.rank
-  channels = shape[axis]
-  if axis == rank - 1:
-    if rank == 4:
-      return x, 'NHWC'
-    return tf.reshape(x, [-1, 1, 1, channels]), 'NHWC'
-  if rank == 4 and axis == 1:
-    return x, 'NCHW'
-  dynamic = tf.shape(x)
-  outer = tf.reduce_prod(dynamic[:axis])
-  inner = tf.reduce_prod(dynamic[axis + 1:])
-  return tf.reshape(x, tf.stack([outer, channels, inner, 1])), 'NCHW'
-
-
-def _from_4d(y, x):
-  if y.shape.rank == x.shape.rank and y.shape.is_compatible_with(x.shape):
-    return y
-  restored = tf.reshape(y, tf.shape(x))
-  restored.set_shape(x.shape)
-  return restored
-
-
-def _flat(param, dtype):
-  return tf.reshape(tf.cast(param, dtype), [-1])
-
-
-def fused_normalize(x, axis, scale, offset, mean, variance, epsilon, training):
-  """FusedBatchNormV3 on `x` of any rank; returns (y, batch_mean, batch_var).
-
-  In training the kernel returns the batch mean and the sample
-  (Bessel-corrected) batch variance; in inference it returns `mean` and
-  `variance` unchanged.
-  """
-  channels = x.shape[axis]
-  scale = _flat(scale, tf.float32) if scale is not None else tf.ones([channels], tf.float32)
-  offset = _flat(offset, tf.float32) if offset is not None else tf.zeros([channels], tf.float32)
-  if training:
-    mean = variance = tf.constant([], tf.float32)
-  else:
-    mean, variance = _flat(mean, tf.float32), _flat(variance, tf.float32)
-    if epsilon < CUDNN_MIN_EPSILON and _gpu_present():
-      # var + eps is what matters: move the difference into the variance.
-      variance = variance + (epsilon - CUDNN_MIN_EPSILON)
-      epsilon = CUDNN_MIN_EPSILON
-  x4, data_format = _to_4d(x, axis)
-  y, batch_mean, batch_variance = tf.raw_ops.FusedBatchNormV3(
-      x=x4, scale=scale, offset=offset, mean=mean, variance=variance,
-      epsilon=epsilon, exponential_avg_factor=1.0, data_format=data_format,
-      is_training=training)[:3]
-  return _from_4d(y, x), batch_mean, batch_variance
 
 
 def compose_affine(scale, offset, then_scale, then_offset):
@@ -239,8 +171,7 @@ def _renorm_correction(renorm, mean, variance, epsilon, dtype, layout):
 
 def _inference(x, layout, gamma, beta, mean, variance, epsilon, stat_dtype, use_fused):
   if use_fused:
-    return fused_normalize(x, layout.axes[0], gamma, beta, mean, variance, epsilon,
-                           training=False)[0]
+    return kernels.fused_inference(x, layout.axes[0], gamma, beta, mean, variance, epsilon)
   xs = tf.cast(x, stat_dtype)
   y = tf.nn.batch_normalization(xs, layout.broadcast(mean, stat_dtype),
                                 layout.broadcast(variance, stat_dtype),
@@ -277,13 +208,15 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   stat_dtype = tf.float32 if x.dtype in HALF_DTYPES else x.dtype
   general = (moving.renorm is not None or virtual_batch_size is not None or
              adjustment is not None or batch_weights is not None)
-  use_fused = fused is not False and fused_applies(x.dtype, axes, epsilon, general)
-  use_fused_inference = fused is not False and fused_applies(x.dtype, axes, CUDNN_MIN_EPSILON)
+  use_fused = fused is not False and kernels.fused_applies(x.dtype, axes, epsilon, general)
+  use_fused_inference = fused is not False and kernels.fused_applies(
+      x.dtype, axes, kernels.CUDNN_MIN_EPSILON)
   train_layout = _Layout(x.shape, axes, virtual_batch_size)
 
   def training_branch():
     if use_fused:
-      y, mean, variance = fused_normalize(x, axes[0], gamma, beta, None, None, epsilon, True)
+      y, mean, variance = kernels.fused_normalize(x, axes[0], gamma, beta, None, None, epsilon,
+                                                  True)
       if moving.variance_kind == 'population':
         count = statistics.count_per_channel(x, layout.reduction_axes, tf.float32)
         variance = statistics.sample_to_population(variance, count)

@@ -14,7 +14,11 @@ update ops. `export_inference` instead:
 3. freezes the variables into constants and keeps only what the outputs need;
 4. with `fold=True`, folds each BN layer into the conv / matmul before it, or
    turns it into one multiply-add (see `tf1_bn.folding`);
-5. writes a SavedModel with one serving signature from `inputs` / `outputs`.
+5. turns off XLA compilation for what is left of tf1_bn's inference
+   transform (`fold=False`), so the model also serves where XLA cannot run
+   (a GPU server without CUDA's libdevice, converters): the transform runs as
+   plain TensorFlow ops;
+6. writes a SavedModel with one serving signature from `inputs` / `outputs`.
 
 Only layers built by tf1_bn are rewired and folded; a hand-written recipe or a
 legacy layer in the same graph is frozen with training False but keeps its ops.
@@ -33,6 +37,7 @@ log = logging.getLogger('tf1_bn')
 
 _PLACEHOLDER_OPS = ('Placeholder', 'PlaceholderWithDefault')
 OUTPUT_SCOPE = 'tf1_bn_output'
+XLA_MUST_COMPILE = '_XlaMustCompile'
 
 
 def _check_signature(mapping, arg_name, graph):
@@ -107,6 +112,17 @@ def _prune_function_library(graph_def):
   graph_def.library.gradient.extend(gradients)
 
 
+def _turn_off_xla(graph_def):
+  """Clears the compile-with-XLA marks on call nodes and functions."""
+  for node in list(graph_def.node) + [n for f in graph_def.library.function
+                                      for n in f.node_def]:
+    if XLA_MUST_COMPILE in node.attr:
+      node.attr[XLA_MUST_COMPILE].b = False
+  for function in graph_def.library.function:
+    if XLA_MUST_COMPILE in function.attr:
+      function.attr[XLA_MUST_COMPILE].b = False
+
+
 def inference_graph_def(sess, outputs, training=None, fold=True):
   """The frozen inference GraphDef computing `outputs` (a list of tensors).
 
@@ -135,6 +151,7 @@ def inference_graph_def(sess, outputs, training=None, fold=True):
     frozen, report = folding.fold(frozen, layer_records,
                                   folding.parameter_values(sess, layer_records), output_names)
   _prune_function_library(frozen)
+  _turn_off_xla(frozen)
   return frozen, [n + ':0' for n in output_names], report
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1_bn import core
+from tf1_bn import kernels
 from tf1_bn import switch as switch_lib
 from tf1_bn import validation as v
 
@@ -224,7 +225,7 @@ def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regu
                    f'because {reason} (as tf.compat.v1.layers.batch_normalization does).')
   use_fused_semantics = legacy_fused and fused is not False
   if use_fused_semantics:
-    epsilon = max(epsilon, core.CUDNN_MIN_EPSILON)
+    epsilon = max(epsilon, kernels.CUDNN_MIN_EPSILON)
   param_dtype = tf.float64 if dtype == tf.float64 else tf.float32
   variables = create_variables(param_shape(shape, axes, virtual_batch_size), param_dtype,
                                initializers, center, scale, trainable, renorm,

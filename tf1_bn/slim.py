@@ -25,6 +25,7 @@ statistics leave the moving statistics unchanged.
 import tensorflow as tf
 
 from tf1_bn import core
+from tf1_bn import kernels
 from tf1_bn import layers
 from tf1_bn import switch as switch_lib
 from tf1_bn import validation as v
@@ -164,7 +165,7 @@ def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializer
                 fused):
   """slim's own fused and general paths."""
   if path == 'fused':
-    epsilon = max(epsilon, core.CUDNN_MIN_EPSILON)
+    epsilon = max(epsilon, kernels.CUDNN_MIN_EPSILON)
     param_dtype, variance_kind = tf.float32, 'sample'
   else:
     # slim's general path keeps its variables in the input's dtype.
