@@ -1,7 +1,8 @@
-"""The fast kernels: the XLA inference transform against FusedBatchNormV3 and numpy.
+"""The fast kernels: XLA-compiled inference against the native FusedBatchNormV3 and numpy.
 
-Every fused-applicable layer's inference on CPU runs the XLA transform; these
-tests pin that it does, that it computes what FusedBatchNormV3 computes (for
+Every fused-applicable layer's inference on CPU runs FusedBatchNormV3
+compiled by XLA; these tests pin that it does, that it computes what the
+native kernel computes (for
 ranks 2 to 5, channels last and first, float32 / float16 / bfloat16), that a
 frozen layer's gradients are the closed-form ones, and that TF1_BN_XLA=0 or a
 failing probe brings FusedBatchNormV3 back.
@@ -128,7 +129,8 @@ def _check_parity_with_fused_kernel(rng, shape, axis, dtype, monkeypatch, tol):
 def test_xla_inference_float32_matches_closed_form(rng, shape, axis):
   graph = _check_against_closed_form(rng, shape, axis, tf.float32, 2e-6)
   assert len(_xla_calls(graph)) == 1
-  assert 'FusedBatchNormV3' not in _op_types(graph)
+  # The inference kernel exists only inside the compiled function.
+  assert 'FusedBatchNormV3' not in {op.type for op in graph.get_operations()}
 
 
 @pytest.mark.parametrize('shape,axis', SINGLE_AXIS_LAYOUTS)
@@ -155,7 +157,7 @@ def test_xla_and_fused_kernel_agree_half_precision(rng, dtype, monkeypatch):
   _check_parity_with_fused_kernel(rng, [4, 5, 6, 3], -1, dtype, monkeypatch, ulp)
 
 
-def test_every_front_end_and_switch_uses_the_xla_transform(graph):
+def test_every_front_end_and_switch_uses_the_compiled_kernel(graph):
   x = v1.placeholder(tf.float32, [None, 4, 4, 3])
   tf1_bn.bn_layer(x, training=False, name='a')
   tf1_bn.batch_normalization(x, training=v1.placeholder(tf.bool, []), name='b')
@@ -163,8 +165,13 @@ def test_every_front_end_and_switch_uses_the_xla_transform(graph):
   # One in each cond and one beside it (the export path) for the two
   # tensor switches; one for the Python False.
   assert len(_xla_calls(graph)) == 5
-  assert 'FusedBatchNormV3' in _op_types(graph)  # training paths
-  assert all(n.attr['is_training'].b for n in _nodes(graph) if n.op == 'FusedBatchNormV3')
+  # Inference kernels only inside the compiled function, training ones outside.
+  compiled = {f.signature.name for f in graph.as_graph_def().library.function
+              if f.attr['_XlaMustCompile'].b}
+  for function in graph.as_graph_def().library.function:
+    for node in function.node_def:
+      if node.op == 'FusedBatchNormV3':
+        assert node.attr['is_training'].b == (function.signature.name not in compiled)
 
 
 def test_multi_axis_and_float64_keep_the_general_path(graph):
@@ -189,7 +196,7 @@ def test_failing_probe_falls_back_with_a_warning(monkeypatch, fresh_probe, caplo
   def unusable(*args, **kwargs):
     raise RuntimeError('no XLA in this build')
 
-  monkeypatch.setattr(kernels, '_xla_transform', unusable)
+  monkeypatch.setattr(kernels, '_xla_fused_inference', unusable)
   with pytest.warns(UserWarning, match='XLA is not usable here .*no XLA in this build'):
     assert kernels.xla_inference_enabled() is False
   with tf.Graph().as_default() as g:

@@ -14,10 +14,9 @@ update ops. `export_inference` instead:
 3. freezes the variables into constants and keeps only what the outputs need;
 4. with `fold=True`, folds each BN layer into the conv / matmul before it, or
    turns it into one multiply-add (see `tf1_bn.folding`);
-5. turns off XLA compilation for what is left of tf1_bn's inference
-   transform (`fold=False`), so the model also serves where XLA cannot run
-   (a GPU server without CUDA's libdevice, converters): the transform runs as
-   plain TensorFlow ops;
+5. turns off XLA compilation for what is left of tf1_bn's inference kernel
+   (`fold=False`), so the model also serves where XLA cannot run (a GPU
+   server without CUDA's libdevice, converters): it runs as FusedBatchNormV3;
 6. writes a SavedModel with one serving signature from `inputs` / `outputs`.
 
 Only layers built by tf1_bn are rewired and folded; a hand-written recipe or a
@@ -113,14 +112,16 @@ def _prune_function_library(graph_def):
 
 
 def _turn_off_xla(graph_def):
-  """Clears the compile-with-XLA marks on call nodes and functions."""
+  """Clears the compile-with-XLA marks on call nodes and functions, and lets
+  those functions be inlined (as plain ops they need no call of their own)."""
   for node in list(graph_def.node) + [n for f in graph_def.library.function
                                       for n in f.node_def]:
     if XLA_MUST_COMPILE in node.attr:
       node.attr[XLA_MUST_COMPILE].b = False
   for function in graph_def.library.function:
-    if XLA_MUST_COMPILE in function.attr:
+    if XLA_MUST_COMPILE in function.attr and function.attr[XLA_MUST_COMPILE].b:
       function.attr[XLA_MUST_COMPILE].b = False
+      function.attr['_noinline'].b = False
 
 
 def inference_graph_def(sess, outputs, training=None, fold=True):

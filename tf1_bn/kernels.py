@@ -5,12 +5,12 @@ path: one normalized axis, float16, bfloat16 or float32 input.
 
 * Training: `FusedBatchNormV3`, reached for any rank and any single axis by a
   reshape to 4-D (NHWC when the axis is last, NCHW otherwise).
-* Inference on CPU: the per-channel transform
-  `(x - mean) * gamma * rsqrt(variance + epsilon) + beta`, compiled by XLA
-  into one pass over `x` (read once, written once, float16 converted in
-  registers). TensorFlow's CPU `FusedBatchNormV3` computes the same formula
-  with three broadcasts and runs at about half that speed. The gradient (a
-  frozen layer being fine-tuned) is `FusedBatchNormGradV3`, as before.
+* Inference on CPU: the same `FusedBatchNormV3`, compiled by XLA, which
+  lowers `(x - mean) * gamma * rsqrt(variance + epsilon) + beta` to one loop
+  over `x` (read once, written once, float16 converted in registers).
+  TensorFlow's own CPU kernel computes that formula with three broadcasts and
+  takes about 1.3x as long, 2.7x for channels first. The gradient (a frozen
+  layer being fine-tuned) is the native `FusedBatchNormGradV3`, as before.
 * Inference with a GPU: `FusedBatchNormV3` (cuDNN is one pass already, and
   XLA on a GPU needs CUDA's libdevice at run time).
 
@@ -110,8 +110,8 @@ def xla_inference_enabled():
     return False
   try:
     with tf.Graph().as_default():
-      probe = _xla_transform(tf.ones([2, 3], tf.float16), tf.ones([3]), tf.zeros([3]),
-                             tf.zeros([3]), tf.ones([3]), epsilon=1e-3, broadcast_shape=(3,))
+      probe = _xla_fused_inference(tf.ones([2, 3], tf.float16), tf.ones([3]), tf.zeros([3]),
+                                   tf.zeros([3]), tf.ones([3]), axis=1, epsilon=1e-3)
       with tf.compat.v1.Session() as sess:
         sess.run(probe)
   except Exception as error:  # any failure means: do not rely on XLA here
@@ -124,11 +124,9 @@ def xla_inference_enabled():
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _xla_transform(x, scale, offset, mean, variance, epsilon, broadcast_shape):
-  # The fused kernel's formula and order, in float32 for half inputs.
-  factor = tf.reshape(scale * tf.math.rsqrt(variance + epsilon), broadcast_shape)
-  centered = tf.cast(x, tf.float32) - tf.reshape(mean, broadcast_shape)
-  return tf.cast(centered * factor + tf.reshape(offset, broadcast_shape), x.dtype)
+def _xla_fused_inference(x, scale, offset, mean, variance, axis, epsilon):
+  """FusedBatchNormV3 in inference, which XLA lowers to one fused loop."""
+  return fused_normalize(x, axis, scale, offset, mean, variance, epsilon, training=False)[0]
 
 
 def _frozen_gradient(dy, x, axis, scale, mean, variance, epsilon):
@@ -152,12 +150,13 @@ def _frozen_gradient(dy, x, axis, scale, mean, variance, epsilon):
 
 def _xla_inference(x, axis, scale, offset, mean, variance, epsilon):
   scale, offset, mean, variance = _float32_parameters(x, axis, scale, offset, mean, variance)
-  broadcast_shape = (x.shape[axis],) + (1,) * (x.shape.rank - 1 - axis)
 
+  # The gradient of the compiled function would be compiled too, and XLA's
+  # reductions are slow on CPU: keep the native gradient kernel.
   @tf.custom_gradient
   def transform(x, scale, offset):
-    y = _xla_transform(x, scale, offset, mean, variance, epsilon=float(epsilon),
-                       broadcast_shape=broadcast_shape)
+    y = _xla_fused_inference(x, scale, offset, mean, variance, axis=axis,
+                             epsilon=float(epsilon))
     y.set_shape(x.shape)
 
     def gradient(dy):
