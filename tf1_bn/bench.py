@@ -53,14 +53,12 @@ class _Runner:
 
   def __init__(self, build, shape, dtype, mode):
     import tensorflow as tf
+    from tensorflow.core.protobuf import rewriter_config_pb2
     v1 = tf.compat.v1
     self.graph = tf.Graph()
     with self.graph.as_default():
       x = v1.get_variable('x', shape, dtype, v1.random_normal_initializer(1.0, 2.0),
                           trainable=False)
-      # A tensor switch, so every implementation runs under a cond: grappler
-      # keeps it although only a tf.group reads the output (a stateless
-      # output read that way would be pruned and time nothing).
       self.training = v1.placeholder(tf.bool, [], name='is_training')
       y = build(x, self.training)
       if mode == 'train':
@@ -73,6 +71,13 @@ class _Runner:
         self.feed = {self.training: False}
       config = v1.ConfigProto(graph_options=v1.GraphOptions(
           optimizer_options=v1.OptimizerOptions(opt_level=v1.OptimizerOptions.L1)))
+      # Grappler's dependency optimizer drops stateless ops that only a
+      # tf.group reads: the backward pass of an implementation that
+      # normalizes outside a cond (the recipe, the legacy unfused layer)
+      # would not run at all. Off for every runner; bn_layer times the same
+      # with it on and off.
+      config.graph_options.rewrite_options.dependency_optimization = (
+          rewriter_config_pb2.RewriterConfig.OFF)
       self.sess = v1.Session(config=config)
       self.sess.run(v1.global_variables_initializer())
 
@@ -279,8 +284,8 @@ def build_parser(parser=None):
   parser.add_argument('--dtypes', nargs='+', default=['float32'])
   parser.add_argument('--modes', nargs='+', default=['train', 'inference'],
                       choices=['train', 'inference'])
-  parser.add_argument('--steps', type=int, default=30)
-  parser.add_argument('--warmup', type=int, default=5)
+  parser.add_argument('--steps', type=int, default=100)
+  parser.add_argument('--warmup', type=int, default=10)
   parser.add_argument('--out', default='bench_out')
   return parser
 

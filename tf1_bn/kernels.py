@@ -9,15 +9,15 @@ path: one normalized axis, float16, bfloat16 or float32 input.
   lowers `(x - mean) * gamma * rsqrt(variance + epsilon) + beta` to one loop
   over `x` (read once, written once, float16 converted in registers).
   TensorFlow's own CPU kernel computes that formula with three broadcasts and
-  takes about 1.3x as long, 2.7x for channels first. The gradient (a frozen
+  takes about 1.3x as long, 2.6x for channels first. The gradient (a frozen
   layer being fine-tuned) is the native `FusedBatchNormGradV3`, as before.
 * Inference with a GPU: `FusedBatchNormV3` (cuDNN is one pass already, and
   XLA on a GPU needs CUDA's libdevice at run time).
 
-XLA compiles each layer once per input shape, at its first run in a session
-(about 25 ms per layer on a 2-core CPU). Set TF1_BN_XLA=0 before building a
-graph to use `FusedBatchNormV3` instead; tf1_bn does so itself, with a
-warning, when a probe finds XLA unusable.
+XLA compiles once per session for each distinct input shape, at its first
+run (35 to 65 ms on a 2-core CPU; layers of the same shape share it). Set
+TF1_BN_XLA=0 before building a graph to use `FusedBatchNormV3` instead;
+tf1_bn does so itself, with a warning, when a probe finds XLA unusable.
 """
 import functools
 import os
