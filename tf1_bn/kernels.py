@@ -115,7 +115,7 @@ def xla_inference_enabled():
       with tf.compat.v1.Session() as sess:
         sess.run(probe)
   except Exception as error:  # any failure means: do not rely on XLA here
-    from tf1_bn import core
+    from tf1_bn import core  # core imports this module
     core.warn_once(('xla',), f'tf1_bn: XLA is not usable here ({type(error).__name__}: '
                    f'{str(error).splitlines()[0] if str(error) else ""}); inference uses '
                    f'FusedBatchNormV3 instead. Set {XLA_ENV}=0 to skip this probe.')
