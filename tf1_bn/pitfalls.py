@@ -413,21 +413,29 @@ def _executed_op_types(sess, fetch, feed):
   return [label.split(' = ', 1)[1].split('(', 1)[0] for label in labels if ' = ' in label]
 
 
-@_pitfall('The recipe computes batch moments at inference too')
-def recipe_inference_moments(outcome):
+def _recipe_then_bn_layer(features):
+  """Yields (name, x, training, y) for the classic recipe, then bn_layer, each
+  built on a [None, features] placeholder in a new graph that stays the
+  default graph until the caller asks for the next one."""
   import tf1_bn
   from tf1_bn.recipe import classic_recipe
   tf, v1 = _tf()
-  batch = np.random.RandomState(3).randn(32, 8).astype(np.float32)
-  counts = {}
   for name, build in (('recipe', classic_recipe), ('bn_layer', lambda x, t: tf1_bn.bn_layer(x, t))):
     with tf.Graph().as_default():
-      x = v1.placeholder(tf.float32, [None, 8])
+      x = v1.placeholder(tf.float32, [None, features])
       training = tf1_bn.training_placeholder()
-      y = build(x, training)
-      with v1.Session() as sess:
-        sess.run(v1.global_variables_initializer())
-        types = _executed_op_types(sess, y, {x: batch})  # no feed: inference
+      yield name, x, training, build(x, training)
+
+
+@_pitfall('The recipe computes batch moments at inference too')
+def recipe_inference_moments(outcome):
+  _, v1 = _tf()
+  batch = np.random.RandomState(3).randn(32, 8).astype(np.float32)
+  counts = {}
+  for name, x, _, y in _recipe_then_bn_layer(8):
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      types = _executed_op_types(sess, y, {x: batch})  # no feed: inference
     counts[name] = sum(types.count(t) for t in BATCH_MOMENT_OPS)
   outcome.reproduced = counts['recipe'] > 0
   outcome.evidence = (f'one inference step (training False) of the recipe executed '
@@ -441,25 +449,19 @@ def recipe_inference_moments(outcome):
 
 @_pitfall("The recipe's moving variance starts at 0: inference before (or early in) training explodes")
 def recipe_variance_starts_at_zero(outcome):
-  import tf1_bn
-  from tf1_bn.recipe import classic_recipe
-  tf, v1 = _tf()
+  _, v1 = _tf()
   data = np.random.RandomState(4).randn(64, 8).astype(np.float32) * 2
   checkpoints = (0, 1, 10, 50)
   stds = {}
-  for name, build in (('recipe', classic_recipe), ('bn_layer', lambda x, t: tf1_bn.bn_layer(x, t))):
-    with tf.Graph().as_default():
-      x = v1.placeholder(tf.float32, [None, 8])
-      training = tf1_bn.training_placeholder()
-      y = build(x, training)
-      updates = v1.get_collection(v1.GraphKeys.UPDATE_OPS)
-      with v1.Session() as sess:
-        sess.run(v1.global_variables_initializer())
-        stds[name] = []
-        for step in range(max(checkpoints) + 1):
-          if step in checkpoints:
-            stds[name].append(float(sess.run(y, {x: data}).std()))
-          sess.run([y, updates], {x: data, training: True})
+  for name, x, training, y in _recipe_then_bn_layer(8):
+    updates = v1.get_collection(v1.GraphKeys.UPDATE_OPS)
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      stds[name] = []
+      for step in range(max(checkpoints) + 1):
+        if step in checkpoints:
+          stds[name].append(float(sess.run(y, {x: data}).std()))
+        sess.run([y, updates], {x: data, training: True})
   outcome.reproduced = stds['recipe'][0] > 100 * data.std()
   header = 'inference output std (ideal 1.0) after ' + ', '.join(f'{c}' for c in checkpoints)
   outcome.evidence = (f'input std {data.std():.2f}, decay 0.9, eps 1e-5; {header} training steps:\n'
