@@ -59,3 +59,24 @@ def max_relative_error(actual, expected):
   expected = np.asarray(expected, np.float64)
   scale = max(np.abs(expected).max(initial=0.0), 1e-12)
   return np.abs(actual - expected).max(initial=0.0) / scale
+
+
+def batch_norm_gradients(x, dy, gamma, eps, axes):
+  """dx, dgamma, dbeta of training-mode batch norm (float64).
+
+  dx = gamma / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat)),
+  the means over every axis but `axes`.
+  """
+  x = x.astype(np.float64)
+  dy = dy.astype(np.float64)
+  red = reduction_axes(x.ndim, axes)
+  mean, var = moments(x, axes)
+  shape = x.shape
+  xhat = (x - broadcast(mean, shape, axes)) / np.sqrt(broadcast(var, shape, axes) + eps)
+  dgamma = (dy * xhat).sum(axis=red)
+  dbeta = dy.sum(axis=red)
+  mean_dy = broadcast(dy.mean(axis=red), shape, axes)
+  mean_dy_xhat = broadcast((dy * xhat).mean(axis=red), shape, axes)
+  scale = 1.0 if gamma is None else broadcast(np.asarray(gamma, np.float64), shape, axes)
+  dx = scale / np.sqrt(broadcast(var, shape, axes) + eps) * (dy - mean_dy - xhat * mean_dy_xhat)
+  return dx, dgamma, dbeta

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import tf1_bn
-from tf1_bn import core
+from tf1_bn import log
 from tf1_bn import kernels
 from reference import broadcast, max_relative_error, normalize, reduction_axes
 
@@ -41,7 +41,7 @@ def fused_kernel(monkeypatch):
 def fresh_probe(monkeypatch):
   """A probe that runs again, and runs again after the test."""
   kernels.xla_inference_enabled.cache_clear()
-  monkeypatch.setattr(core, '_warned', set())
+  monkeypatch.setattr(log, '_warned', set())
   yield
   kernels.xla_inference_enabled.cache_clear()
 
@@ -196,7 +196,7 @@ def test_failing_probe_falls_back_with_a_warning(monkeypatch, fresh_probe, caplo
   def unusable(*args, **kwargs):
     raise RuntimeError('no XLA in this build')
 
-  monkeypatch.setattr(kernels, '_xla_fused_inference', unusable)
+  monkeypatch.setattr(kernels, '_xla_shift_and_scale', unusable)
   with pytest.warns(UserWarning, match='XLA is not usable here .*no XLA in this build'):
     assert kernels.xla_inference_enabled() is False
   with tf.Graph().as_default() as g:

@@ -5,6 +5,7 @@ from tf1_bn.dropout import dropout
 from tf1_bn.errors import MissingUpdateOpsError
 from tf1_bn.export import export_inference
 from tf1_bn.layers import batch_normalization
+from tf1_bn.replicas import collective_timeout, set_collective_timeout, tower
 from tf1_bn.slim import batch_norm
 from tf1_bn.switch import training_placeholder
 from tf1_bn.update_ops import check_update_ops, minimize
@@ -16,12 +17,15 @@ __all__ = [
     'batch_normalization',
     'bn_layer',
     'check_update_ops',
+    'collective_timeout',
     'dropout',
     'export_inference',
     'inspect_checkpoint',
     'minimize',
     'port_checkpoint',
     'restore',
+    'set_collective_timeout',
+    'tower',
     'RestoreError',
     'MissingUpdateOpsError',
     'training_placeholder',

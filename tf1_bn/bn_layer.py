@@ -15,7 +15,7 @@ def _float32_decay_factor(decay):
 
 def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=-1,
              center=True, scale=True, trainable=True, updates='collection', reuse=None,
-             fused=None):
+             fused=None, synchronized=False):
   """Batch normalization for TF1 graph-mode models, driven by a training switch.
 
   y = gamma * (x - mean) / sqrt(variance + eps) + beta, per channel of `axis`.
@@ -78,8 +78,12 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
       as the classic recipe does, and adds nothing to UPDATE_OPS.
     reuse: as for `tf.compat.v1.variable_scope`.
     fused: None uses the fused kernel where it applies (one channel axis,
-      float32 / 16-bit input); False forces moments plus
-      tf.nn.batch_normalization. Both compute the same values.
+      float32 / 16-bit input); False forces moments plus the normalization
+      formula. Both compute the same values.
+    synchronized: True computes the training statistics over the global
+      batch of every replica (a `tf.distribute` replica context, or
+      `tf1_bn.tower`); on one device it is local BN and adds no collective.
+      See `tf1_bn.replicas`.
 
   Returns:
     The normalized tensor, same shape and dtype as `inputs`.
@@ -98,12 +102,14 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
   reuse = v.check_reuse(reuse)
   if fused is not None:
     v.check_bool(fused, 'fused')
+  synchronized = v.check_bool(synchronized, 'synchronized')
   if not isinstance(name, str) or not name:
     raise TypeError(f'`name` must be a non-empty string, received {name!r}.')
 
   param_shape = [shape[a] for a in axes]
   param_dtype = tf.float64 if dtype == tf.float64 else tf.float32
   with tf.compat.v1.variable_scope(name, reuse=reuse):
+    call, builds_update = core.register_replicas(int(np.prod(param_shape)), synchronized)
     x = tf.convert_to_tensor(inputs)
     with tf.control_dependencies(None):
       gamma = tf.compat.v1.get_variable(
@@ -123,5 +129,6 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
     moving = core.MovingStatistics(moving_mean, moving_variance,
                                    _float32_decay_factor(decay), 'population')
     outputs, update = core.build(x, axes=axes, training=training, gamma=gamma, beta=beta,
-                                 moving=moving, epsilon=eps, fused=fused)
+                                 moving=moving, epsilon=eps, fused=fused, update=builds_update,
+                                 call=call, synchronized=synchronized)
     return core.attach_update(outputs, update, updates)

@@ -6,13 +6,22 @@ their variables with their own names and conventions, then call `build`.
 
 * the train/inference switch (one `tf.cond` for a tensor `training`, none for
   a Python bool);
-* batch statistics (`statistics.batch_moments`, or the fused kernel);
-* normalization (`tf.nn.batch_normalization`'s scale-and-offset form, or the
-  fast kernels of `tf1_bn.kernels`: `FusedBatchNormV3` for training, an
+* batch statistics (`statistics.moments`, local or over the replicas of a
+  synchronized layer, or the fused kernel);
+* normalization (`(x - mean) * gamma / sqrt(var + eps) + beta`, or the fast
+  kernels of `tf1_bn.kernels`: `FusedBatchNormV3` for training, an
   XLA-compiled one-pass transform for inference on CPU);
 * the moving-average update, built outside the cond from the cond's outputs
-  and masked, so a step with training False, an empty batch or non-finite
-  statistics leaves every moving variable bit-for-bit unchanged.
+  and masked, so a step with training False, an empty batch (no values, or
+  zero total weight) or non-finite statistics leaves every moving variable
+  bit-for-bit unchanged. It runs after the layer's output is computed, so
+  every read of a variable it writes (renorm's statistics, the shift of a
+  synchronized layer) sees the value from before the step.
+
+Under a `tf.distribute` strategy each replica holds a copy of the moving
+statistics, and every copy receives the same update: the global batch's
+statistics for a synchronized layer, the average of the replicas' batch
+statistics for a local one (so the copies never drift apart).
 
 Which kernel runs is a speed choice only: the semantics (population or
 sample variance in the moving average, epsilon, the decay arithmetic) are
@@ -20,27 +29,34 @@ chosen by the front-end and hold on both kernels.
 """
 import dataclasses
 import json
-import logging
-import warnings
+import re
 from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
 from tf1_bn import kernels
+from tf1_bn import replicas as replicas_lib
 from tf1_bn import statistics
 from tf1_bn import switch as switch_lib
 from tf1_bn.validation import HALF_DTYPES
 
-VARIANCE_KINDS = ('population', 'sample')
+VARIANCE_KINDS = statistics.VARIANCE_KINDS
 # Every update op a layer put into a collection (see check_update_ops).
 COLLECTION_UPDATES_KEY = 'tf1_bn_collection_updates'
-# Name scope of the update ops; what precedes it in an op name is the layer.
+# Name scope of the one group op of a layer's update; what precedes it in
+# the op's name is the layer.
 UPDATE_SCOPE = 'moving_statistics_update'
+# The assign ops are named as tf.layers and slim name theirs
+# (`<layer>/AssignMovingAvg/AssignSubVariableOp`, `<layer>/AssignMovingAvg_1/...`,
+# `<layer>/AssignNewValue`): tools and error messages refer to those names.
+MOVING_AVERAGE_SCOPE = 'AssignMovingAvg'
+NEW_VALUE_SCOPE = 'AssignNewValue'
+_UPDATE_OP_NAME = re.compile(
+    rf'/(?:{MOVING_AVERAGE_SCOPE}|{NEW_VALUE_SCOPE}|{UPDATE_SCOPE})(?:_\d+)?'
+    r'(?:/AssignSubVariableOp|/group)?$')
 # Graph collection of JSON records, one per BN layer call with an inference
 # path: input/output tensor names, axes, epsilon and the parameter variables.
 INFERENCE_RECORDS_KEY = 'tf1_bn_inference_records'
-
-_log = logging.getLogger('tf1_bn')
 
 
 @dataclasses.dataclass
@@ -114,11 +130,13 @@ class _Layout:
 
 
 def _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment,
-                      batch_weights):
-  """Moments and tf.nn.batch_normalization; returns (y, mean, population var).
+                      batch_weights, call=None):
+  """Moments and the normalization formula; returns (y, mean, population
+  variance, count).
 
   `mean` and the variance come back in the working broadcast shape; with ghost
-  batches they are averaged over the ghost batches, as tf.layers does.
+  batches they are averaged over the ghost batches, as tf.layers does. With
+  `call` (a synchronized layer) they are the global batch's.
   """
   xs = tf.cast(x, stat_dtype)
   if layout.virtual is not None:
@@ -131,7 +149,8 @@ def _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjus
   weights = None
   if batch_weights is not None:
     weights = tf.reshape(tf.cast(batch_weights, stat_dtype), [-1] + [1] * (layout.rank - 1))
-  mean, variance = statistics.batch_moments(xs, layout.reduction_axes, weights, keepdims=True)
+  shift = None if call is None else _shift(moving, layout, stat_dtype)
+  mean, variance, count = statistics.moments(xs, layout.reduction_axes, weights, shift, call)
   scale, offset = layout.broadcast(gamma, stat_dtype), layout.broadcast(beta, stat_dtype)
   if adjustment is not None:
     adj_scale, adj_bias = adjustment(tf.shape(x))
@@ -145,10 +164,55 @@ def _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjus
     r, d = _renorm_correction(moving.renorm, new_mean, new_variance, epsilon, stat_dtype,
                               layout)
     scale, offset = compose_affine(r, d, scale, offset)
-  y = tf.nn.batch_normalization(xs, mean, variance, offset, scale, epsilon)
+  y = kernels.normalize(xs, mean, variance, scale, offset, epsilon)
   if layout.virtual is not None:
     y = tf.reshape(y, tf.shape(x))
-  return tf.cast(y, x.dtype), new_mean, new_variance
+  return tf.cast(y, x.dtype), new_mean, new_variance, count
+
+
+def _shift(moving, layout, dtype):
+  """The per-channel shift of a synchronized layer's sums: the moving mean,
+  which every replica holds (the same value) before the step's update."""
+  return tf.stop_gradient(layout.broadcast(moving.mean.read_value(), dtype))
+
+
+def _synchronized_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment,
+                           batch_weights, call, use_fast_kernel):
+  """Training over the global batch; returns (y, mean, population variance,
+  global count)."""
+  if not use_fast_kernel:
+    return _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment,
+                             batch_weights, call)
+  axis = layout.axes[0]
+  mean, variance, count = statistics.moments(
+      x, layout.reduction_axes, shift=_shift(moving, layout, tf.float32), call=call,
+      fused_axis=axis)
+
+  def gradient_all_sum(tensor):
+    return replicas_lib.gradient_all_sum(tensor, call, 'cross_replica_sum_gradient')
+
+  y = kernels.synchronized_normalize(x, axis, gamma, beta, mean, variance, count, epsilon,
+                                     gradient_all_sum)
+  return y, mean, variance, count
+
+
+def _replica_average(call, mean, variance, count):
+  """Local statistics under a strategy: the average over the replicas with a
+  usable batch, so every replica's copy of the moving statistics receives
+  the same update. Returns (mean, variance, number of replicas averaged)."""
+  usable = tf.logical_and(count > 0, tf.logical_and(_all_finite(mean), _all_finite(variance)))
+  weight = tf.cast(usable, mean.dtype)
+  zeros = tf.zeros_like(mean)
+  packed = tf.concat([tf.reshape(tf.where(usable, mean, zeros), [-1]),
+                      tf.reshape(tf.where(usable, variance, zeros), [-1]),
+                      tf.reshape(weight, [1])], 0)
+  total = replicas_lib.all_sum_constant(packed, call, replicas_lib.UPDATE_SLOT,
+                                        'cross_replica_update_sum')
+  size = tf.size(mean)
+  replicas = total[2 * size]
+  divisor = tf.maximum(replicas, 1)
+  return (tf.reshape(total[:size], tf.shape(mean)) / divisor,
+          tf.reshape(total[size:2 * size], tf.shape(variance)) / divisor, replicas)
 
 
 def _renorm_correction(renorm, mean, variance, epsilon, dtype, layout):
@@ -173,17 +237,33 @@ def _inference(x, layout, gamma, beta, mean, variance, epsilon, stat_dtype, use_
   if use_fused:
     return kernels.fused_inference(x, layout.axes[0], gamma, beta, mean, variance, epsilon)
   xs = tf.cast(x, stat_dtype)
-  y = tf.nn.batch_normalization(xs, layout.broadcast(mean, stat_dtype),
-                                layout.broadcast(variance, stat_dtype),
-                                layout.broadcast(beta, stat_dtype),
-                                layout.broadcast(gamma, stat_dtype), epsilon)
+  y = kernels.normalize(xs, layout.broadcast(mean, stat_dtype),
+                        layout.broadcast(variance, stat_dtype),
+                        layout.broadcast(gamma, stat_dtype), layout.broadcast(beta, stat_dtype),
+                        epsilon)
   return tf.cast(y, x.dtype)
+
+
+def register_replicas(channels, synchronized):
+  """This layer's place among the replicas, or None on one device.
+
+  Called by a front-end inside the layer's variable scope, before it creates
+  anything, because a replica whose layers do not pair up with its peers'
+  is an error (ValueError naming both layers) that must leave nothing built.
+  Returns (replicas.LayerCall or None, whether this replica builds the
+  moving-statistics update).
+  """
+  replicas = replicas_lib.current()
+  layer = tf.compat.v1.get_variable_scope().name
+  call = replicas_lib.layer_call(replicas, layer, channels, synchronized)
+  return call, replicas is None or replicas.builds_update
 
 
 def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingStatistics,
           epsilon: float, fused: Optional[bool] = None, update: bool = True,
           virtual_batch_size: Optional[int] = None, adjustment: Optional[Callable] = None,
-          batch_weights=None):
+          batch_weights=None, call: Optional[replicas_lib.LayerCall] = None,
+          synchronized: bool = False):
   """Normalizes `inputs` and builds the moving-statistics update.
 
   Args:
@@ -194,11 +274,13 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
     moving: the moving statistics and their update rule.
     epsilon: added to the variance.
     fused: None picks the fused kernel wherever it computes the same thing;
-      False always uses moments plus tf.nn.batch_normalization; True is a
+      False always uses moments plus the normalization formula; True is a
       request that falls back like None.
     update: False builds no update (inference-only or frozen layers).
     virtual_batch_size, adjustment, batch_weights: tf.layers' ghost batches
       and adjustment, slim's weighted moments.
+    call: from `register_replicas`: the layer's place among the replicas.
+    synchronized: with `call`, training statistics over the global batch.
 
   Returns:
     (outputs, Update or None).
@@ -212,21 +294,33 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   use_fused_inference = fused is not False and kernels.fused_applies(
       x.dtype, axes, kernels.CUDNN_MIN_EPSILON)
   train_layout = _Layout(x.shape, axes, virtual_batch_size)
+  synchronized = synchronized and call is not None
 
   def training_branch():
-    if use_fused:
+    if synchronized:
+      y, mean, variance, count = _synchronized_training(
+          x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment, batch_weights, call,
+          use_fused_inference and not general)
+      kind = 'population'
+    elif use_fused:
       y, mean, variance = kernels.fused_normalize(x, axes[0], gamma, beta, None, None, epsilon,
                                                   True)
-      if moving.variance_kind == 'population':
-        count = statistics.count_per_channel(x, layout.reduction_axes, tf.float32)
-        variance = statistics.sample_to_population(variance, count)
+      count = statistics.count_per_channel(x, layout.reduction_axes, tf.float32)
+      kind = 'sample'
     else:
-      y, mean, variance = _general_training(x, train_layout, gamma, beta, epsilon, stat_dtype,
-                                            moving, adjustment, batch_weights)
-      if moving.variance_kind == 'sample':
-        count = statistics.count_per_channel(x, layout.reduction_axes, stat_dtype)
-        variance = statistics.population_to_sample(variance, count)
-    return y, _like(mean, moving.mean), _like(variance, moving.variance)
+      y, mean, variance, count = _general_training(x, train_layout, gamma, beta, epsilon,
+                                                   stat_dtype, moving, adjustment,
+                                                   batch_weights)
+      kind = 'population'
+    variance = statistics.convert_variance(variance, count, kind, moving.variance_kind)
+    mean, variance = _like(mean, moving.mean), _like(variance, moving.variance)
+    count = tf.cast(count, mean.dtype)
+    if call is not None and not synchronized:
+      mean, variance, count = _replica_average(call, mean, variance, count)
+    # The statistics leave the cond for the update only: without the stop,
+    # the cond's gradient would differentiate them too (with zero upstream
+    # gradients, through the all-sum of a synchronized layer).
+    return (y,) + tuple(tf.stop_gradient(t) for t in (mean, variance, count))
 
   inference_outputs = []
 
@@ -235,7 +329,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
     y = _inference(x, layout, gamma, beta, mean, variance, epsilon, stat_dtype,
                    use_fused_inference)
     inference_outputs.append(y)
-    return y, mean, variance
+    return y, mean, variance, tf.zeros([], mean.dtype)
 
   known = switch_lib.static_value(training)
   if known is False or not update:
@@ -244,14 +338,14 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
     outputs.set_shape(x.shape)
     _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
     return outputs, None
-  outputs, mean, variance = switch_lib.switch(training, training_branch, inference_branch)
+  outputs, mean, variance, count = switch_lib.switch(training, training_branch,
+                                                     inference_branch)
   outputs.set_shape(x.shape)
   _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
-  count = tf.size(x, out_type=tf.int64)
   ok = tf.logical_and(count > 0, tf.logical_and(_all_finite(mean), _all_finite(variance)))
   if known is None:
     ok = tf.logical_and(training, ok)
-  return outputs, _build_update(moving, mean, variance, ok, epsilon)
+  return outputs, _build_update(moving, mean, variance, ok, epsilon, after=outputs)
 
 
 def _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon):
@@ -285,61 +379,76 @@ def _factor(decay_factor, dtype):
   return tf.constant(decay_factor, dtype)
 
 
-def _masked_moving_average(variable, value, decay_factor, ok, name):
+def _masked_moving_average(variable, value, decay_factor, ok, scope=MOVING_AVERAGE_SCOPE):
   """variable -= (variable - value) * (1 - decay), only where `ok`."""
-  dtype = variable.dtype.base_dtype
-  delta = (variable - value) * _factor(decay_factor, dtype)
-  delta = tf.where(ok, delta, tf.zeros_like(delta))
-  return tf.compat.v1.assign_sub(variable, delta, name=name)
+  with tf.name_scope(scope) as name:
+    dtype = variable.dtype.base_dtype
+    delta = (variable - value) * _factor(decay_factor, dtype)
+    delta = tf.where(ok, delta, tf.zeros_like(delta))
+    return tf.compat.v1.assign_sub(variable, delta, name=name)
 
 
-def _zero_debiased_average(variable, value, decay_factor, debias_vars, ok, name):
+def _zero_debiased_average(variable, value, decay_factor, debias_vars, ok):
   """tf.train's zero-debiased EMA: moving = biased / (1 - decay ** step)."""
   biased, local_step = debias_vars
-  dtype = variable.dtype.base_dtype
-  factor = _factor(decay_factor, dtype)
-  delta = (biased - value) * factor
-  new_biased = tf.compat.v1.assign_sub(biased, tf.where(ok, delta, tf.zeros_like(delta)))
-  new_step = tf.compat.v1.assign_add(local_step, tf.cast(ok, local_step.dtype.base_dtype))
-  bias_factor = 1 - tf.pow(1.0 - factor, new_step)
-  unbiased = new_biased / bias_factor
-  return tf.compat.v1.assign(variable, tf.where(ok, unbiased, variable.read_value()), name=name)
+  with tf.name_scope(MOVING_AVERAGE_SCOPE) as name:
+    dtype = variable.dtype.base_dtype
+    factor = _factor(decay_factor, dtype)
+    delta = (biased - value) * factor
+    new_biased = tf.compat.v1.assign_sub(biased, tf.where(ok, delta, tf.zeros_like(delta)))
+    new_step = tf.compat.v1.assign_add(local_step, tf.cast(ok, local_step.dtype.base_dtype))
+    bias_factor = 1 - tf.pow(1.0 - factor, new_step)
+    unbiased = new_biased / bias_factor
+    return tf.compat.v1.assign(variable, tf.where(ok, unbiased, variable.read_value()), name=name)
 
 
-def _build_update(moving, mean, variance, ok, epsilon):
-  with tf.name_scope(UPDATE_SCOPE):
+def _as_op(update):
+  # assign ops on resource variables return a lazily read variable; its op
+  # is the assign.
+  return update if isinstance(update, tf.Operation) else update.op
+
+
+def update_layer_name(update_op):
+  """The layer (its name scope) that built an update op."""
+  name = update_op.name
+  match = _UPDATE_OP_NAME.search(name)
+  return name[:match.start()] if match else name
+
+
+def _build_update(moving, mean, variance, ok, epsilon, after):
+  """The assign ops, in tf.layers' order and names, after `after` (the
+  layer's output): what the step's forward pass read of these variables is
+  read before they change."""
+  with tf.control_dependencies([after]):
     first = []
     renorm = moving.renorm
     if renorm is not None:
       stddev = tf.sqrt(variance + epsilon)
       first = [
-          _masked_moving_average(renorm.renorm_mean, mean, renorm.decay_factor, ok,
-                                 'renorm_mean'),
-          _masked_moving_average(renorm.renorm_stddev, stddev, renorm.decay_factor, ok,
-                                 'renorm_stddev'),
+          _masked_moving_average(renorm.renorm_mean, mean, renorm.decay_factor, ok),
+          _masked_moving_average(renorm.renorm_stddev, stddev, renorm.decay_factor, ok),
       ]
     with tf.control_dependencies(first):
       if moving.zero_debias is not None:
         mean_op = _zero_debiased_average(moving.mean, mean, moving.decay_factor,
-                                         moving.zero_debias, ok, 'moving_mean')
+                                         moving.zero_debias, ok)
       else:
-        mean_op = _masked_moving_average(moving.mean, mean, moving.decay_factor, ok,
-                                         'moving_mean')
+        mean_op = _masked_moving_average(moving.mean, mean, moving.decay_factor, ok)
       if renorm is not None:
         new_stddev = _masked_moving_average(renorm.moving_stddev, stddev,
-                                            moving.decay_factor, ok, 'moving_stddev')
+                                            moving.decay_factor, ok)
         # tf.layers keeps the stddev and derives the variance (relu against
         # rounding below zero); a skipped step rewrites the same value.
-        derived = tf.nn.relu(new_stddev * new_stddev - epsilon)
-        variance_op = tf.compat.v1.assign(
-            moving.variance, tf.where(ok, derived, moving.variance.read_value()),
-            name='moving_variance')
+        with tf.name_scope(NEW_VALUE_SCOPE) as name:
+          derived = tf.nn.relu(new_stddev * new_stddev - epsilon)
+          variance_op = tf.compat.v1.assign(
+              moving.variance, tf.where(ok, derived, moving.variance.read_value()), name=name)
       else:
         variance_op = _masked_moving_average(moving.variance, variance, moving.decay_factor,
-                                             ok, 'moving_variance')
-    ops = [mean_op.op if isinstance(mean_op, tf.Tensor) else mean_op,
-           variance_op.op if isinstance(variance_op, tf.Tensor) else variance_op]
-    group = tf.group(*ops, name='group')
+                                             ok)
+    ops = [_as_op(mean_op), _as_op(variance_op)]
+    with tf.name_scope(UPDATE_SCOPE):
+      group = tf.group(*ops, name='group')
   return Update(ops=ops, group=group)
 
 
@@ -367,12 +476,3 @@ def attach_update(outputs, update, style, collections=(tf.compat.v1.GraphKeys.UP
   return outputs
 
 
-_warned = set()
-
-
-def warn_once(key, message):
-  """Logs `message` once per process for each `key`."""
-  if key not in _warned:
-    _warned.add(key)
-    _log.warning(message)
-    warnings.warn(message, stacklevel=3)

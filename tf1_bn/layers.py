@@ -21,11 +21,13 @@ core. Differences, each deliberate:
 What the legacy does and this keeps: `trainable=False` only removes gamma and
 beta from TRAINABLE_VARIABLES and drops the updates: a training batch is
 still normalized with its own statistics (compare `bn_layer`, which freezes).
-Where the legacy would use its fused kernel it floors epsilon at 1.001e-5 and
-averages the Bessel-corrected batch variance into the moving variance, with
-`1 - momentum` computed in float32; on its general path it uses the exact
-epsilon, the population variance and `1 - momentum` computed in Python. Those
-semantics are reproduced whichever kernel runs here.
+Where the legacy would use its fused kernel it averages the Bessel-corrected
+batch variance into the moving variance, with `1 - momentum` computed in
+float32; on its general path it uses the population variance and
+`1 - momentum` computed in Python. Those semantics are reproduced whichever
+kernel runs here. Epsilon is used exactly on both, as the legacy layer on
+the supported TensorFlow releases does (`tf.compat.v1.nn.fused_batch_norm`
+raised it to 1.001e-5 on old releases; none from 2.12 to 2.21 does).
 """
 import numbers
 
@@ -33,9 +35,9 @@ import numpy as np
 import tensorflow as tf
 
 from tf1_bn import core
-from tf1_bn import kernels
 from tf1_bn import switch as switch_lib
 from tf1_bn import validation as v
+from tf1_bn.log import warn_once
 
 RENORM_CLIPPING_KEYS = ('rmax', 'rmin', 'dmax')
 _INITIALIZERS_BY_NAME = {
@@ -157,7 +159,8 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
                         beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
                         gamma_constraint=None, training=False, trainable=True, name=None,
                         reuse=None, renorm=False, renorm_clipping=None, renorm_momentum=0.99,
-                        fused=None, virtual_batch_size=None, adjustment=None):
+                        fused=None, virtual_batch_size=None, adjustment=None,
+                        synchronized=False):
   """Drop-in for `tf.compat.v1.layers.batch_normalization` (see the module doc).
 
   Variables under the layer scope (`batch_normalization`,
@@ -165,6 +168,10 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
   `gamma`, `beta`, `moving_mean`, `moving_variance`, and with renorm
   `moving_stddev`, `renorm_mean`, `renorm_stddev`. Each training call adds two
   update ops (mean, variance) to UPDATE_OPS, conditional on `training`.
+
+  `synchronized=True` (Keras' name; not in the legacy function) computes the
+  training statistics over the global batch of every replica: see
+  `tf1_bn.replicas`.
   """
   v.check_graph_mode('batch_normalization')
   shape, dtype = v.static_shape_and_dtype(inputs)
@@ -192,6 +199,7 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
   if fused is not None:
     v.check_bool(fused, 'fused')
   virtual_batch_size = _check_virtual_batch_size(virtual_batch_size, axes, adjustment, shape)
+  synchronized = check_synchronized(synchronized, virtual_batch_size)
   if name is not None and not isinstance(name, str):
     raise TypeError(f'`name` must be a string or None, received {name!r}.')
 
@@ -204,13 +212,23 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
         constraints={'beta': beta_constraint, 'gamma': gamma_constraint},
         training=training, trainable=trainable, renorm=renorm, clipping=clipping,
         renorm_momentum=renorm_momentum, fused=fused, virtual_batch_size=virtual_batch_size,
-        adjustment=adjustment, warn_fallback=True)
+        adjustment=adjustment, synchronized=synchronized, warn_fallback=True)
     return core.attach_update(outputs, update, 'collection', per_variable=True)
+
+
+def check_synchronized(synchronized, virtual_batch_size=None):
+  synchronized = v.check_bool(synchronized, 'synchronized')
+  if synchronized and virtual_batch_size is not None:
+    raise ValueError('`synchronized=True` cannot be combined with `virtual_batch_size`: ghost '
+                     'batches normalize parts of one replica\'s batch, synchronized layers the '
+                     f'whole global batch; received virtual_batch_size={virtual_batch_size}.')
+  return synchronized
 
 
 def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regularizers,
                 constraints, training, trainable, renorm, clipping, renorm_momentum, fused,
-                virtual_batch_size, adjustment, collections=None, warn_fallback=False):
+                virtual_batch_size, adjustment, synchronized=False, collections=None,
+                warn_fallback=False):
   """A tf.layers BatchNormalization in the current variable scope.
 
   Returns (outputs, update); the update is None when `trainable` is False
@@ -220,14 +238,14 @@ def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regu
   legacy_fused, reason = legacy_fused_semantics(shape.rank, axes, dtype, renorm,
                                                 virtual_batch_size, adjustment)
   if warn_fallback and fused is True and not legacy_fused:
-    core.warn_once(('batch_normalization', reason),
-                   f'tf1_bn.batch_normalization: fused=True falls back to the general path '
-                   f'because {reason} (as tf.compat.v1.layers.batch_normalization does).')
+    warn_once(('batch_normalization', reason),
+              f'tf1_bn.batch_normalization: fused=True falls back to the general path '
+              f'because {reason} (as tf.compat.v1.layers.batch_normalization does).')
   use_fused_semantics = legacy_fused and fused is not False
-  if use_fused_semantics:
-    epsilon = max(epsilon, kernels.CUDNN_MIN_EPSILON)
   param_dtype = tf.float64 if dtype == tf.float64 else tf.float32
-  variables = create_variables(param_shape(shape, axes, virtual_batch_size), param_dtype,
+  shape_of_params = param_shape(shape, axes, virtual_batch_size)
+  call, builds_update = core.register_replicas(int(np.prod(shape_of_params)), synchronized)
+  variables = create_variables(shape_of_params, param_dtype,
                                initializers, center, scale, trainable, renorm,
                                regularizers=regularizers, constraints=constraints,
                                collections=collections)
@@ -246,8 +264,8 @@ def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regu
   kernel = False if (fused is False and not use_fused_semantics) else None
   return core.build(x, axes=axes, training=training, gamma=variables.get('gamma'),
                     beta=variables.get('beta'), moving=moving, epsilon=epsilon, fused=kernel,
-                    update=trainable, virtual_batch_size=virtual_batch_size,
-                    adjustment=adjustment)
+                    update=trainable and builds_update, virtual_batch_size=virtual_batch_size,
+                    adjustment=adjustment, call=call, synchronized=synchronized)
 
 
 def create_variables(shape, dtype, initializers, center, scale, trainable, renorm,

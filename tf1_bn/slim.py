@@ -10,13 +10,16 @@ function reproduces each one's semantics:
 
 * slim's fused path (the default for 2-D inputs, and for 4-D inputs with
   `zero_debias_moving_mean` or an `updates_collections` other than
-  UPDATE_OPS): epsilon floored at 1.001e-5, Bessel-corrected variance in the
-  moving average;
+  UPDATE_OPS): Bessel-corrected variance in the moving average;
 * the tf.layers path (4-D and other ranks with UPDATE_OPS, no batch weights,
   no zero-debias): exactly `tf1_bn.batch_normalization` (renorm and
   adjustment live only here);
 * slim's general path (batch weights, or the cases above with `fused=False`):
-  exact epsilon, population variance, variables in the input's dtype.
+  population variance, variables in the input's dtype.
+
+Epsilon is used exactly on every path, as slim on the supported TensorFlow
+releases does (its fused path calls `tf.compat.v1.nn.fused_batch_norm`, which
+raised epsilon to 1.001e-5 on old releases; none from 2.12 to 2.21 does).
 
 Differences, each deliberate: `param_regularizers` are applied on every path
 (slim's general path silently drops them); an empty batch or non-finite
@@ -25,7 +28,6 @@ statistics leave the moving statistics unchanged.
 import tensorflow as tf
 
 from tf1_bn import core
-from tf1_bn import kernels
 from tf1_bn import layers
 from tf1_bn import switch as switch_lib
 from tf1_bn import validation as v
@@ -96,12 +98,14 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
                reuse=None, variables_collections=None, outputs_collections=None,
                trainable=True, batch_weights=None, fused=None, data_format='NHWC',
                zero_debias_moving_mean=False, scope=None, renorm=False, renorm_clipping=None,
-               renorm_decay=0.99, adjustment=None):
+               renorm_decay=0.99, adjustment=None, synchronized=False):
   """Drop-in for `slim.batch_norm` / `tf.contrib.layers.batch_norm` (see the module doc).
 
   `updates_collections=None` updates the moving statistics in place (the
   output depends on the update); otherwise two update ops per call go into
   each named collection. `data_format='NCHW'` normalizes axis 1.
+  `synchronized=True` (not in slim) computes the training statistics over
+  the global batch of every replica: see `tf1_bn.replicas`.
   """
   v.check_graph_mode('batch_norm')
   shape, dtype = v.static_shape_and_dtype(inputs)
@@ -134,6 +138,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
                      'zero_debias_moving_mean (as in slim).')
   clipping = layers.check_renorm_clipping(renorm_clipping) if renorm else {}
   renorm_decay = v.check_probability(renorm_decay, 'renorm_decay') if renorm else None
+  synchronized = layers.check_synchronized(synchronized)
   if batch_weights is not None:
     weights_shape, _ = v.static_shape_and_dtype(batch_weights, 'batch_weights')
     if not weights_shape.is_compatible_with(shape[:1]):
@@ -149,12 +154,12 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
           initializers=initializers, regularizers=regularizers, constraints={},
           training=is_training, trainable=trainable, renorm=renorm, clipping=clipping,
           renorm_momentum=renorm_decay, fused=fused, virtual_batch_size=None,
-          adjustment=adjustment, collections=collections)
+          adjustment=adjustment, synchronized=synchronized, collections=collections)
       outputs = core.attach_update(outputs, update, 'collection', per_variable=True)
     else:
       outputs = _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializers,
                             regularizers, collections, is_training, trainable, zero_debias,
-                            batch_weights, updates_list, fused)
+                            batch_weights, updates_list, fused, synchronized)
     if activation_fn is not None:
       outputs = activation_fn(outputs)
     return _collect_outputs(outputs, sc.name, outputs_list)
@@ -162,14 +167,14 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
 
 def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializers, regularizers,
                 collections, is_training, trainable, zero_debias, batch_weights, updates_list,
-                fused):
+                fused, synchronized):
   """slim's own fused and general paths."""
   if path == 'fused':
-    epsilon = max(epsilon, kernels.CUDNN_MIN_EPSILON)
     param_dtype, variance_kind = tf.float32, 'sample'
   else:
     # slim's general path keeps its variables in the input's dtype.
     param_dtype, variance_kind = dtype, 'population'
+  call, builds_update = core.register_replicas(x.shape[axes[0]], synchronized)
   variables = layers.create_variables([x.shape[axes[0]]], param_dtype, initializers, center,
                                       scale, trainable, renorm=False, regularizers=regularizers,
                                       collections=collections)
@@ -188,7 +193,7 @@ def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializer
   outputs, update = core.build(
       x, axes=axes, training=training, gamma=variables.get('gamma'), beta=variables.get('beta'),
       moving=moving, epsilon=epsilon, fused=None if (path == 'fused' or fused) else False,
-      batch_weights=batch_weights)
+      update=builds_update, batch_weights=batch_weights, call=call, synchronized=synchronized)
   if updates_list is None:
     return core.attach_update(outputs, update, 'inline')
   return core.attach_update(outputs, update, 'collection', collections=updates_list,

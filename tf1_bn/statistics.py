@@ -1,10 +1,26 @@
-"""Batch statistics: the single place where a batch's moments are computed.
+"""Batch statistics: the one place the core asks for a batch's moments.
 
-Every unfused path of every front-end calls `batch_moments`. A cross-replica
-(synchronized) batch norm replaces this function and turns off the fused
-training kernel, which computes its moments inside the kernel.
+`moments` returns the mean, the population variance and the number of
+values behind them, for every training path except the local fused kernel
+(which computes its moments inside). Given a `replicas.LayerCall` it
+returns the statistics of the global batch, from one packed all-sum per
+layer call of each replica's per-channel `[sum(x - K), sum((x - K)^2),
+count]`, where K is a shift every replica holds (the moving mean).
+
+Each replica computes those sums from its own two-pass moments,
+`n (m - K)` and `n (v + (m - K)^2)`, and they are packed, summed and
+combined in float64: summing `x` and `x^2` in float32 and taking
+`E[x^2] - E[x]^2` loses a quarter of the variance of a channel at mean 1000
+and spread 1, and a shift alone does not help while K is still far from the
+mean (the moving mean starts at 0). Counts are summed too, so replicas with
+unequal or empty batches are exact.
 """
 import tensorflow as tf
+
+from tf1_bn import kernels
+from tf1_bn import replicas as replicas_lib
+
+VARIANCE_KINDS = ('population', 'sample')
 
 
 def batch_moments(x, reduction_axes, weights=None, keepdims=False):
@@ -29,6 +45,117 @@ def count_per_channel(x, reduction_axes, dtype):
   return tf.cast(tf.reduce_prod(tf.gather(shape, reduction_axes)), dtype)
 
 
+def _total_weight(weights, x, reduction_axes):
+  """The total weight behind each channel (the same for all): the count of
+  weighted statistics. A zero total is an empty batch."""
+  full = tf.broadcast_to(weights, tf.shape(x))
+  return tf.reshape(tf.reduce_sum(full, reduction_axes), [-1])[0]
+
+
+def moments(x, reduction_axes, weights=None, shift=None, call=None, fused_axis=None):
+  """Mean, population variance and count of `x` per channel.
+
+  Args:
+    x: the input, in the statistics dtype (float32 for 16-bit inputs); for
+      `fused_axis`, the layer's input itself.
+    reduction_axes: every axis but the normalized ones; the results keep
+      them with size 1.
+    weights: per-example weights broadcastable to `x` (slim's
+      `batch_weights`); the count is then the total weight.
+    shift: the per-channel shift K, broadcastable to the results, the same
+      on every replica (needed with `call`).
+    call: a `replicas.LayerCall`: statistics of the global batch. Without
+      `fused_axis` the all-sum is differentiable, so gradients reach every
+      replica's input.
+    fused_axis: with `call`, each replica's local moments come from the
+      fused kernel (one pass over `x`), with no gradient: the caller's
+      kernel provides it.
+
+  Returns:
+    (mean, variance, count): mean and variance shaped like `x` with the
+    reduced axes kept as 1, count a scalar (the number of values per
+    channel, or their total weight).
+  """
+  if fused_axis is not None:
+    mean, sample_variance = kernels.fused_local_moments(x, fused_axis)
+    count = count_per_channel(x, reduction_axes, mean.dtype)
+    kept_shape = [x.shape[i] if i == fused_axis else 1 for i in range(x.shape.rank)]
+    mean = tf.reshape(mean, kept_shape)
+    variance = tf.reshape(sample_to_population(sample_variance, count), kept_shape)
+  elif call is None:
+    mean, variance = batch_moments(x, reduction_axes, weights, keepdims=True)
+  else:
+    mean, variance = _precise_moments(x, reduction_axes, weights)
+  if fused_axis is None:
+    if weights is None:
+      count = count_per_channel(x, reduction_axes, variance.dtype)
+    else:
+      count = _total_weight(tf.cast(weights, variance.dtype), x, reduction_axes)
+  if call is None:
+    return mean, variance, count
+  return _global_moments(mean, variance, count, shift, call, differentiable=fused_axis is None)
+
+
+def _precise_moments(x, reduction_axes, weights):
+  """A replica's moments for the global combination: the mean reduced in
+  float64, the variance around it in the input's dtype (two passes).
+
+  The combination weighs each replica's mean by how far it lies from the
+  others', so its rounding matters there as it does not in local BN: a
+  float32 mean of channels at 1000 is off by about 1e-4, which moved the
+  global variance by 3e-5 of itself. Returns the mean in float64.
+  """
+  wide = tf.cast(x, tf.float64)
+  if weights is None:
+    mean = tf.reduce_mean(wide, reduction_axes, keepdims=True)
+    centered = x - tf.stop_gradient(tf.cast(mean, x.dtype))
+    variance = tf.reduce_mean(tf.square(centered), reduction_axes, keepdims=True)
+  else:
+    full = tf.broadcast_to(tf.cast(weights, tf.float64), tf.shape(wide))
+    total = tf.reduce_sum(full, reduction_axes, keepdims=True)
+    mean = tf.math.divide_no_nan(tf.reduce_sum(full * wide, reduction_axes, keepdims=True),
+                                 total)
+    centered = x - tf.stop_gradient(tf.cast(mean, x.dtype))
+    variance = tf.math.divide_no_nan(
+        tf.reduce_sum(tf.cast(full, x.dtype) * tf.square(centered), reduction_axes,
+                      keepdims=True), tf.cast(total, x.dtype))
+  # The variance is around the mean rounded to x's dtype; the difference
+  # between the two means, squared, is below that dtype's resolution.
+  return mean, variance
+
+
+def _global_moments(mean, variance, count, shift, call, differentiable):
+  """The global batch's moments from every replica's (mean, variance, count)."""
+  dtype = variance.dtype
+  wide = tf.float64
+  shift = tf.cast(shift, wide)
+  count = tf.cast(count, wide)
+  centered = tf.cast(mean, wide) - shift
+  nonempty = count > 0
+  zeros = tf.zeros_like(centered)
+  # An empty batch's moments are NaN: it contributes nothing.
+  sum_shifted = tf.where(nonempty, count * centered, zeros)
+  sum_squares = tf.where(nonempty, count * (tf.cast(variance, wide) + tf.square(centered)), zeros)
+  packed = tf.concat([tf.reshape(sum_shifted, [-1]), tf.reshape(sum_squares, [-1]),
+                      tf.reshape(count, [1])], 0)
+  if differentiable:
+    total = replicas_lib.all_sum(packed, call)
+  else:
+    total = replicas_lib.all_sum_constant(packed, call, replicas_lib.FORWARD_SLOT,
+                                          'cross_replica_sum')
+  channels = (tf.size(total) - 1) // 2
+  kept_shape = tf.shape(sum_shifted)
+  total_count = total[2 * channels]
+  # A safe divisor: the 0/0 of an all-empty global batch would also poison
+  # the gradient of the branch tf.where does not take.
+  divisor = tf.where(total_count > 0, total_count, tf.ones_like(total_count))
+  mean_shifted = tf.reshape(total[:channels], kept_shape) / divisor
+  global_variance = tf.nn.relu(tf.reshape(total[channels:2 * channels], kept_shape) / divisor
+                               - tf.square(mean_shifted))
+  return (tf.cast(shift + mean_shifted, dtype), tf.cast(global_variance, dtype),
+          tf.cast(total_count, dtype))
+
+
 def sample_to_population(variance, count):
   """Removes Bessel's correction (n/(n-1)); a count of 0 or 1 has none."""
   return variance * tf.where(count > 1, (count - 1) / tf.maximum(count, 1), tf.ones_like(count))
@@ -37,3 +164,12 @@ def sample_to_population(variance, count):
 def population_to_sample(variance, count):
   """Applies Bessel's correction n/(n-1), as the fused kernel reports it."""
   return variance * tf.where(count > 1, count / tf.maximum(count - 1, 1), tf.ones_like(count))
+
+
+def convert_variance(variance, count, kind, to_kind):
+  """A batch variance of `kind` ('population' or 'sample') as `to_kind`."""
+  if kind == to_kind:
+    return variance
+  if to_kind == 'sample':
+    return population_to_sample(variance, tf.cast(count, variance.dtype))
+  return sample_to_population(variance, tf.cast(count, variance.dtype))

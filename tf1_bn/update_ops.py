@@ -59,9 +59,7 @@ def _ancestors(ops):
 
 def layer_name(update_op):
   """The layer (its name scope) that built an update op."""
-  marker = '/' + core.UPDATE_SCOPE + '/'
-  name = update_op.name
-  return name.split(marker)[0] if marker in name else name
+  return core.update_layer_name(update_op)
 
 
 def check_update_ops(fetches, graph=None):
