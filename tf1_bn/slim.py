@@ -125,7 +125,8 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   collections = _variable_collections(variables_collections)
   v.check_callable(activation_fn, 'activation_fn')
   v.check_callable(adjustment, 'adjustment')
-  v.check_name(scope, 'scope')
+  if not isinstance(scope, tf.compat.v1.VariableScope):  # slim takes a scope object too
+    v.check_name(scope, 'scope')
   initializers = layers.initializers_from(
       initializer_args, {key: f'param_initializers[{key!r}]' for key in PARAM_INITIALIZER_KEYS})
   path = _slim_path(rank, fused, renorm, batch_weights, adjustment, zero_debias,
