@@ -365,6 +365,18 @@ UPDATE_HELPERS = {
                                  r'`loss`.*int32'),
     'minimize-loss_callable': (lambda e: tf1_bn.minimize(e.optimizer, lambda: e.loss), TypeError,
                                r'`loss`.*function'),
+    'minimize-var_list_ints': (lambda e: tf1_bn.minimize(e.optimizer, e.loss, var_list=[1]),
+                               TypeError, r'`var_list\[0\]`.*tf\.Variable.*1'),
+    'minimize-var_list_other_graph': (
+        lambda e: tf1_bn.minimize(e.optimizer, e.loss, var_list=[e.foreign_var]), ValueError,
+        r'`var_list\[0\]`.*another graph'),
+    'minimize-global_step_str': (lambda e: tf1_bn.minimize(e.optimizer, e.loss, global_step='x'),
+                                 TypeError, r"`global_step`.*'x'"),
+    'minimize-global_step_float_variable': (
+        lambda e: tf1_bn.minimize(e.optimizer, e.loss, global_step=e.w), TypeError,
+        r'`global_step`.*integer'),
+    'minimize-name_int': (lambda e: tf1_bn.minimize(e.optimizer, e.loss, name=3), TypeError,
+                          r'`name`.*3'),
     'minimize-unknown_kwarg': (lambda e: tf1_bn.minimize(e.optimizer, e.loss, var_lst=[e.w]),
                                TypeError, r'var_lst'),
     'check_update_ops-graph_str': (lambda e: tf1_bn.check_update_ops(e.loss, graph='g'),

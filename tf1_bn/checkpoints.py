@@ -18,7 +18,6 @@ already hold the debiased values. Other variables under a layer's path
 (renorm statistics, optimizer slots) move with the layer.
 """
 import collections
-import collections.abc
 import dataclasses
 import glob
 import os
@@ -487,21 +486,10 @@ def _check_var_list(var_list, graph):
   """The variables to restore: all global ones, or a list of the graph's."""
   if var_list is None:
     return graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)
-  if isinstance(var_list, (str, bytes, dict)) or not isinstance(
-      var_list, collections.abc.Iterable):
-    raise TypeError(f'`var_list` must be None or a list of tf.Variable (restore matches the '
-                    f'names itself), received {var_list!r:.200} ({type(var_list).__name__}).')
-  variables = list(var_list)
+  variables = v.check_variable_list(var_list, 'var_list', graph)
   if not variables:
     raise ValueError('`var_list` is empty: nothing would be restored. Pass None for every '
                      'global variable.')
-  for index, variable in enumerate(variables):
-    if not isinstance(variable, tf.Variable):
-      raise TypeError(f'`var_list[{index}]` must be a tf.Variable, received {variable!r} '
-                      f'({type(variable).__name__}).')
-    if variable.graph is not graph:
-      raise ValueError(f'`var_list[{index}]` ({variable.name!r}) belongs to another graph than '
-                       "the session's.")
   return variables
 
 

@@ -40,9 +40,21 @@ def minimize(optimizer, loss, **kwargs):
                     f'{loss!r} ({type(loss).__name__}).')
   v.check_float_dtype(loss.dtype.base_dtype, 'loss')
   graph = loss.graph
+  _check_minimize_kwargs(kwargs, graph)
   update_ops = graph.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
   with graph.as_default(), tf.control_dependencies(update_ops):
     return optimizer.minimize(loss, **kwargs)
+
+
+def _check_minimize_kwargs(kwargs, graph):
+  """The arguments of tf.compat.v1.train.Optimizer.minimize that would fail
+  inside it, some after building the gradients."""
+  v.check_variable_list(kwargs.get('var_list'), 'var_list', graph)
+  step = kwargs.get('global_step')
+  if step is not None and not (isinstance(step, tf.Variable) and step.dtype.base_dtype.is_integer):
+    raise TypeError(f'`global_step` must be None or an integer tf.Variable, received {step!r}.')
+  if kwargs.get('name') is not None:
+    v.check_name(kwargs['name'], 'name')
 
 
 def _as_ops(fetches):

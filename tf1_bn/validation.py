@@ -343,6 +343,26 @@ def check_path(path, arg_name):
   return path
 
 
+def check_variable_list(variables, arg_name, graph=None):
+  """None, or a list (any iterable but a string or dict) of tf.Variable, of
+  `graph` when given; returns None or the list."""
+  if variables is None:
+    return None
+  if isinstance(variables, (str, bytes, collections.abc.Mapping)) or not isinstance(
+      variables, collections.abc.Iterable):
+    raise TypeError(f'`{arg_name}` must be None or a list of tf.Variable, received '
+                    f'{variables!r:.200} ({type(variables).__name__}).')
+  variables = list(variables)
+  for index, variable in enumerate(variables):
+    if not isinstance(variable, tf.Variable):
+      raise TypeError(f'`{arg_name}[{index}]` must be a tf.Variable, received {variable!r} '
+                      f'({type(variable).__name__}).')
+    if graph is not None and variable.graph is not graph:
+      raise ValueError(f'`{arg_name}[{index}]` ({variable.name!r}) belongs to another graph '
+                       f'than {graph!r}.')
+  return variables
+
+
 def check_graph(graph, arg_name='graph'):
   """None (the default graph) or a tf.Graph; returns the graph."""
   if graph is None:
