@@ -551,6 +551,11 @@ EPSILON_ZERO_PATHS = {
     'slim 4-D (tf.layers path)': (tf1_bn.batch_norm, [4, 3, 3, 2], {}, False),
     'slim 4-D in place (fused)': (tf1_bn.batch_norm, [4, 3, 3, 2],
                                   {'updates_collections': None}, False),
+    'slim zero-debiased (fused)': (tf1_bn.batch_norm, [16, 3], {'zero_debias_moving_mean': True},
+                                   False),
+    'tf.layers adjustment (general path)': (
+        tf1_bn.batch_normalization, [16, 3],
+        {'adjustment': lambda shape: (tf.ones(shape[-1:]), tf.zeros(shape[-1:]))}, True),
     'slim batch weights (general path)': (tf1_bn.batch_norm, [16, 3],
                                           {'batch_weights': np.ones(16, np.float32)}, True),
     'slim 4-D NCHW fused=False': (tf1_bn.batch_norm, [4, 2, 3, 3],
