@@ -1,8 +1,8 @@
 """tf1_bn: batch normalization for TF1-style graph-mode models on current TensorFlow."""
 from tf1_bn.bn_layer import bn_layer
-from tf1_bn.checkpoints import RestoreError, inspect_checkpoint, port_checkpoint, restore
+from tf1_bn.checkpoints import inspect_checkpoint, port_checkpoint, restore
 from tf1_bn.dropout import dropout
-from tf1_bn.errors import MissingUpdateOpsError
+from tf1_bn.errors import CheckpointError, MissingUpdateOpsError, RestoreError
 from tf1_bn.export import export_inference
 from tf1_bn.layers import batch_normalization
 from tf1_bn.replicas import collective_timeout, set_collective_timeout, tower
@@ -16,6 +16,7 @@ __all__ = [
     'batch_norm',
     'batch_normalization',
     'bn_layer',
+    'CheckpointError',
     'check_update_ops',
     'collective_timeout',
     'dropout',

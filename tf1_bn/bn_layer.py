@@ -63,7 +63,7 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
       no feed, a training step feeds `{tf1_bn.training_placeholder(): True}`.
     name: the variable scope.
     moving_decay: the moving average's decay, in [0, 1].
-    eps: added to the variance, > 0.
+    eps: added to the variance, finite and > 0.
     axis: the channel axis, or a list of axes; -1 for NHWC and dense inputs,
       1 for NCHW. Its size must be static.
     center, scale: create beta / gamma.
@@ -103,8 +103,7 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
   if fused is not None:
     v.check_bool(fused, 'fused')
   synchronized = v.check_bool(synchronized, 'synchronized')
-  if not isinstance(name, str) or not name:
-    raise TypeError(f'`name` must be a non-empty string, received {name!r}.')
+  v.check_name(name, optional=False)
 
   param_shape = [shape[a] for a in axes]
   param_dtype = tf.float64 if dtype == tf.float64 else tf.float32

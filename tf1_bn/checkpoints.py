@@ -19,11 +19,17 @@ already hold the debiased values. Other variables under a layer's path
 """
 import collections
 import dataclasses
+import glob
 import os
 import re
+import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
+
+from tf1_bn import validation as v
+from tf1_bn.errors import CheckpointError, RestoreError
 
 v1 = tf.compat.v1
 
@@ -141,37 +147,162 @@ def find_layers(names):
 
 
 # --- reading and writing ------------------------------------------------------
-def checkpoint_prefix(path):
-  """A checkpoint prefix from a prefix or a directory with a `checkpoint` file."""
-  if not isinstance(path, (str, os.PathLike)):
-    raise TypeError(f'the checkpoint path must be a string, received {path!r}.')
-  path = os.fspath(path)
+# What TensorFlow's reader says about a damaged checkpoint, and what it means.
+_DAMAGE = (
+    ('Read less bytes than requested', 'truncated: the file is shorter than its index says'),
+    ('Checksum does not match', 'corrupted: the stored bytes do not match their checksum'),
+    ('bad magic number', 'not a checkpoint index (garbage, or truncated)'),
+    ('Permission denied', 'not readable (permission denied)'),
+)
+_MISSING_FILE = re.compile(r'(?P<file>\S+); No such file or directory')
+_SHARD = re.compile(r'shard (?P<shard>\d+)')
+DATA_SUFFIX = '.data-{:05d}-of-{:05d}'
+
+
+def _first_line(error):
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+def _reason(error):
+  message = str(error)
+  for marker, meaning in _DAMAGE:
+    if marker in message:
+      return meaning
+  return f'not readable ({type(error).__name__}: {_first_line(error)})'
+
+
+def _data_files(prefix):
+  return sorted(glob.glob(glob.escape(prefix) + '.data-[0-9]*-of-[0-9]*'))
+
+
+def _damaged_data_file(prefix, error):
+  """The data file a reader error is about: the one it names, the shard it
+  numbers, or the only one there is; else the data files' pattern."""
+  message = str(error)
+  missing = _MISSING_FILE.search(message)
+  if missing:
+    return missing['file']
+  files = _data_files(prefix)
+  shard = _SHARD.search(message)
+  if shard and files:
+    count = int(files[0].rsplit('-of-', 1)[1])
+    return prefix + DATA_SUFFIX.format(int(shard['shard']), count)
+  if len(files) == 1:
+    return files[0]
+  return prefix + '.data-*'
+
+
+def checkpoint_prefix(path, arg_name='path'):
+  """A checkpoint prefix from a prefix or a directory with a `checkpoint` file.
+
+  Raises TypeError for a path that is not a str or os.PathLike, and
+  CheckpointError when no checkpoint index is found there.
+  """
+  path = v.check_path(path, arg_name)
   if os.path.isdir(path):
     latest = tf.train.latest_checkpoint(path)
-    if latest is None:
-      raise ValueError(f'No checkpoint found in directory {path!r} (no `checkpoint` file).')
-    return latest
+    if latest is not None:
+      return latest
+    state = tf.train.get_checkpoint_state(path)
+    if state is not None and state.model_checkpoint_path:
+      named = os.path.join(path, state.model_checkpoint_path)
+      raise CheckpointError(named + '.index', f'missing: the `checkpoint` file of {path!r} '
+                            f'names {named!r}, whose index is not there (incomplete checkpoint).')
+    raise CheckpointError(path, 'No checkpoint found in this directory (no `checkpoint` file '
+                          'naming an existing checkpoint).')
   if not tf.io.gfile.exists(path + '.index'):
-    raise ValueError(f'No checkpoint at {path!r}: expected {path}.index (pass the prefix, '
-                     'e.g. model.ckpt-1000, or its directory).')
+    raise CheckpointError(path + '.index', f'missing. No checkpoint at {path!r}: expected '
+                          f'{path}.index (pass the prefix, e.g. model.ckpt-1000, or its '
+                          'directory).')
   return path
 
 
-def read_checkpoint(path):
-  """{name: numpy value} of every variable in a checkpoint."""
-  reader = tf.train.load_checkpoint(checkpoint_prefix(path))
-  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+def read_checkpoint(path, arg_name='path'):
+  """{name: numpy value} of every variable in a checkpoint.
+
+  Every value is read, so a truncated, corrupted or missing file raises
+  CheckpointError (naming it) here, before the caller assigns or writes.
+  """
+  prefix = checkpoint_prefix(path, arg_name)
+  index = prefix + '.index'
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    shapes = reader.get_variable_to_shape_map()
+  except Exception as error:  # any failure to open the index: a damaged checkpoint
+    raise CheckpointError(index, _reason(error)) from error
+  values = {}
+  for name in sorted(shapes):
+    try:
+      values[name] = reader.get_tensor(name)
+    except Exception as error:  # the data of this variable is damaged
+      missing = _MISSING_FILE.search(str(error))
+      reason = ('missing (incomplete checkpoint: its index needs this data file)' if missing
+                else _reason(error))
+      raise CheckpointError(_damaged_data_file(prefix, error),
+                            f'{reason}; reading variable {name!r}.') from error
+  return values
+
+
+def _new_directories(directory):
+  """The directories `os.makedirs(directory)` would create, outermost first."""
+  created = []
+  while directory and not os.path.exists(directory):
+    created.insert(0, directory)
+    parent = os.path.dirname(directory)
+    if parent == directory:
+      break
+    directory = parent
+  return created
 
 
 def write_checkpoint(values, prefix):
-  """Writes {name: numpy value} as a TensorFlow (V2) checkpoint at `prefix`."""
+  """Writes {name: numpy value} as a TensorFlow (V2) checkpoint at `prefix`.
+
+  The files are written under a temporary name in the target directory and
+  renamed into place, data before index, so a failure leaves neither a
+  half-written checkpoint nor a directory this call created.
+  """
+  prefix = os.fspath(prefix)
+  directory = os.path.dirname(os.path.abspath(prefix))
+  created = _new_directories(directory)
   names = sorted(values)
-  with tf.Graph().as_default():
-    feeds = [v1.placeholder(tf.as_dtype(values[n].dtype), values[n].shape) for n in names]
-    save = tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
-                             shape_and_slices=[''] * len(names), tensors=feeds)
-    with v1.Session() as sess:
-      sess.run(save, dict(zip(feeds, (values[n] for n in names))))
+  placed = []
+  staging = None
+  try:
+    os.makedirs(directory, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix='.tf1_bn-write-', dir=directory)
+    staged = os.path.join(staging, 'ckpt')
+    with tf.Graph().as_default():
+      feeds = [v1.placeholder(tf.as_dtype(values[n].dtype), values[n].shape) for n in names]
+      save = tf.raw_ops.SaveV2(prefix=staged, tensor_names=names,
+                               shape_and_slices=[''] * len(names), tensors=feeds)
+      with v1.Session() as sess:
+        try:
+          sess.run(save, dict(zip(feeds, (values[n] for n in names))))
+        except tf.errors.OpError as error:
+          raise OSError(f'Could not write the checkpoint {prefix!r}: '
+                        f'{_first_line(error.message)}') from error
+    # A reader opens the index first: it appears once its data is in place.
+    for file_name in sorted(os.listdir(staging), key=lambda n: n.endswith('.index')):
+      target = prefix + file_name[len('ckpt'):]
+      os.replace(os.path.join(staging, file_name), target)
+      placed.append(target)
+  except BaseException:
+    for target in placed:
+      os.remove(target)
+    if staging is not None:
+      shutil.rmtree(staging, ignore_errors=True)
+      staging = None
+    for new in reversed(created):
+      try:
+        os.rmdir(new)
+      except OSError:
+        break
+    raise
+  finally:
+    if staging is not None:
+      shutil.rmtree(staging, ignore_errors=True)
   return prefix
 
 
@@ -241,7 +372,10 @@ def _layer_flags(layer, values):
 
 def inspect_checkpoint(path):
   """Lists every BN layer of a checkpoint with its convention, channel count and
-  moving statistics, and flags problems. Returns a Report (`.ok`, `.text()`)."""
+  moving statistics, and flags problems. Returns a Report (`.ok`, `.text()`).
+
+  A checkpoint that cannot be read (missing, truncated, corrupted, a data
+  shard missing) raises CheckpointError rather than giving a report."""
   prefix = checkpoint_prefix(path)
   values = read_checkpoint(prefix)
   layers = find_layers(values)
@@ -302,11 +436,20 @@ def port_checkpoint(in_path, out_path, to):
   names become gamma / beta / moving_mean / moving_variance. Every other
   variable and every value not converted is copied bit for bit.
 
+  Nothing is written unless the whole input reads and converts: a missing
+  or damaged input raises CheckpointError, and the output files appear under
+  their names only once complete (see `write_checkpoint`).
+
   Returns {old name: new name or None when dropped}.
   """
-  if to not in PORT_TARGETS:
-    raise ValueError(f'`to` must be one of {list(PORT_TARGETS)}, received {to!r}.')
-  values = read_checkpoint(in_path)
+  v.check_path(in_path, 'in_path')
+  out_path = v.check_path(out_path, 'out_path')
+  if os.path.isdir(out_path) or out_path.endswith(('/', os.sep)):
+    example = os.path.join(out_path, 'model.ckpt')
+    raise ValueError(f'`out_path` must be a checkpoint prefix such as {example!r}, received '
+                     f'{out_path!r}, a directory.')
+  v.check_choice(to, PORT_TARGETS, 'to')
+  values = read_checkpoint(in_path, 'in_path')
   layers = find_layers(values)
   paths = _target_paths(layers, to)
   renamed, output = {}, {}
@@ -334,18 +477,20 @@ def port_checkpoint(in_path, out_path, to):
   if clashes:
     raise ValueError(f'Porting to {to!r} would give several variables the name(s) '
                      f'{clashes}; rename them first.')
-  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  write_checkpoint(output, os.fspath(out_path))
+  write_checkpoint(output, out_path)
   return renamed
 
 
 # --- restore -------------------------------------------------------------------
-class RestoreError(ValueError):
-  """Some variables of the graph found no source in the checkpoint."""
-
-  def __init__(self, message, missing):
-    super().__init__(message)
-    self.missing = missing
+def _check_var_list(var_list, graph):
+  """The variables to restore: all global ones, or a list of the graph's."""
+  if var_list is None:
+    return graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)
+  variables = v.check_variable_list(var_list, 'var_list', graph)
+  if not variables:
+    raise ValueError('`var_list` is empty: nothing would be restored. Pass None for every '
+                     'global variable.')
+  return variables
 
 
 def _match_layers(graph_layers, checkpoint_layers):
@@ -378,14 +523,16 @@ def restore(sess, ckpt_path, var_list=None):
   RestoreError listing them all, before anything is assigned: a BN layer is
   never silently left at mean 0 / variance 1.
 
+  A missing, unreadable or damaged checkpoint raises CheckpointError, also
+  before anything is assigned.
+
   Returns {graph variable name: checkpoint variable name}.
   """
-  if not isinstance(sess, v1.Session):
-    raise TypeError(f'`sess` must be a tf.compat.v1.Session, received {sess!r}.')
-  variables = list(var_list) if var_list is not None else sess.graph.get_collection(
-      v1.GraphKeys.GLOBAL_VARIABLES)
-  by_name = {v.op.name: v for v in variables}
-  values = read_checkpoint(ckpt_path)
+  v.check_session(sess)
+  prefix = checkpoint_prefix(ckpt_path, 'ckpt_path')
+  variables = _check_var_list(var_list, sess.graph)
+  by_name = {variable.op.name: variable for variable in variables}
+  values = read_checkpoint(prefix, 'ckpt_path')
   checkpoint_layers = find_layers(values)
   # Creation order of the graph's layers: the order of their variables.
   graph_layers = sorted(find_layers(by_name), key=lambda layer: min(
@@ -431,7 +578,7 @@ def restore(sess, ckpt_path, var_list=None):
     feeds[variable.initializer.inputs[1]] = value.astype(variable.dtype.base_dtype.as_numpy_dtype)
   if missing or mismatched:
     raise RestoreError(
-        f'Restoring {checkpoint_prefix(ckpt_path)!r}: '
+        f'Restoring {prefix!r}: '
         + (f'{len(missing)} variable(s) of the graph found no source in the checkpoint: '
            f'{", ".join(sorted(missing))}. ' if missing else '')
         + (f'Shapes differ: {"; ".join(mismatched)}. ' if mismatched else '')
@@ -442,6 +589,8 @@ def restore(sess, ckpt_path, var_list=None):
 
 
 # --- the `tf1-bn inspect` and `tf1-bn port` commands -----------------------------
+# Errors (a damaged checkpoint, a bad argument) propagate: `tf1_bn.cli` turns
+# them into one line on stderr and exit status 2.
 def inspect_build_parser(parser=None):
   import argparse
   parser = parser or argparse.ArgumentParser(prog='tf1-bn inspect')
@@ -452,11 +601,7 @@ def inspect_build_parser(parser=None):
 def inspect_main(argv=None):
   """Prints the report; exit status 1 when a problem is flagged (a release gate)."""
   args = inspect_build_parser().parse_args(argv)
-  try:
-    report = inspect_checkpoint(args.checkpoint)
-  except ValueError as error:
-    print(f'error: {error}')
-    return 2
+  report = inspect_checkpoint(args.checkpoint)
   print(report.text())
   return 0 if report.ok else 1
 
@@ -473,11 +618,7 @@ def port_build_parser(parser=None):
 
 def port_main(argv=None):
   args = port_build_parser().parse_args(argv)
-  try:
-    renamed = port_checkpoint(args.in_checkpoint, args.out_checkpoint, args.to)
-  except ValueError as error:
-    print(f'error: {error}')
-    return 2
+  renamed = port_checkpoint(args.in_checkpoint, args.out_checkpoint, args.to)
   for old, new in sorted(renamed.items()):
     if new != old:
       print(f'{old} -> {new if new is not None else "(dropped: helper of another convention)"}')

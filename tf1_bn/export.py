@@ -30,6 +30,7 @@ import tensorflow as tf
 from tf1_bn import core
 from tf1_bn import folding
 from tf1_bn import switch as switch_lib
+from tf1_bn import validation as v
 
 v1 = tf.compat.v1
 log = logging.getLogger('tf1_bn')
@@ -47,6 +48,15 @@ def _check_signature(mapping, arg_name, graph):
     if not isinstance(key, str) or not tf.is_tensor(tensor) or tensor.graph is not graph:
       raise TypeError(f'`{arg_name}` must map strings to tensors of the session\'s graph, '
                       f'received {key!r}: {tensor!r}.')
+
+
+def _check_training_tensors(training, graph):
+  for tensor in training if isinstance(training, (list, tuple)) else [training]:
+    if tensor is None:
+      continue
+    if not tf.is_tensor(tensor) or tensor.dtype.base_dtype != tf.bool or tensor.graph is not graph:
+      raise TypeError(f'`training` must be None or tf.bool tensors of the session\'s graph '
+                      f'(your own training switches), received {tensor!r}.')
 
 
 def _wire_inference_paths(graph_def, graph):
@@ -179,13 +189,15 @@ def export_inference(sess, inputs, outputs, export_dir, fold=True, training=None
   TensorFlow 2: `loaded.signatures['serving_default'](**inputs)` returns the
   outputs dict.
   """
-  if not isinstance(sess, v1.Session):
-    raise TypeError(f'`sess` must be a tf.compat.v1.Session, received {sess!r}.')
+  v.check_session(sess)
   _check_signature(inputs, 'inputs', sess.graph)
   _check_signature(outputs, 'outputs', sess.graph)
+  export_dir = v.check_path(export_dir, 'export_dir')
   if os.path.exists(export_dir):
     raise ValueError(f'`export_dir` must not exist yet (SavedModel refuses to overwrite), '
                      f'received {export_dir!r}, which exists.')
+  fold = v.check_bool(fold, 'fold')
+  _check_training_tensors(training, sess.graph)
   graph_def, output_names, report = inference_graph_def(sess, list(outputs.values()), training,
                                                         fold)
   with tf.Graph().as_default() as graph:

@@ -17,6 +17,13 @@ core. Differences, each deliberate:
   unchanged (the legacy writes NaN into them).
 * The inference branch of a tensor `training` computes no batch moments (the
   legacy unfused path computes them in both branches); outputs are the same.
+* Arguments are checked before anything is built, with the argument named:
+  `epsilon` must be finite (0 is accepted, as by the legacy); the values of
+  `renorm_clipping` must be finite numbers (None: no clip) with
+  rmin <= 1 <= rmax and dmax >= 0, checked with or without `renorm`. The
+  legacy checks only its keys, so NaN (every training output NaN), a negative
+  dmax (every output shifted by it) or rmin > rmax build and run; it also
+  takes scalar tensors, whose values cannot be checked while building.
 
 What the legacy does and this keeps: `trainable=False` only removes gamma and
 beta from TRAINABLE_VARIABLES and drops the updates: a training batch is
@@ -29,9 +36,6 @@ kernel runs here. Epsilon is used exactly on both, as the legacy layer on
 the supported TensorFlow releases does (`tf.compat.v1.nn.fused_batch_norm`
 raised it to 1.001e-5 on old releases; none from 2.12 to 2.21 does).
 """
-import numbers
-
-import numpy as np
 import tensorflow as tf
 
 from tf1_bn import core
@@ -39,7 +43,6 @@ from tf1_bn import switch as switch_lib
 from tf1_bn import validation as v
 from tf1_bn.log import warn_once
 
-RENORM_CLIPPING_KEYS = ('rmax', 'rmin', 'dmax')
 _INITIALIZERS_BY_NAME = {
     'zeros': tf.compat.v1.zeros_initializer,
     'ones': tf.compat.v1.ones_initializer,
@@ -75,12 +78,6 @@ def initializers_from(values, arg_names):
           for key, default in DEFAULT_INITIALIZERS.items()}
 
 
-def check_optional_callable(value, arg_name):
-  if value is not None and not callable(value):
-    raise TypeError(f'`{arg_name}` must be callable or None, received {value!r}.')
-  return value
-
-
 def legacy_fused_semantics(rank, axes, dtype, renorm, virtual_batch_size, adjustment):
   """Whether tf.layers would take its fused kernel; if not, the reason."""
   if renorm:
@@ -110,25 +107,10 @@ def general_moving_statistics(mean, variance, momentum, renorm=None, zero_debias
                                zero_debias=zero_debias, renorm=renorm)
 
 
-def check_renorm_clipping(renorm_clipping):
-  clipping = dict(renorm_clipping or {})
-  unknown = set(clipping) - set(RENORM_CLIPPING_KEYS)
-  if unknown:
-    raise ValueError(f'`renorm_clipping` has unknown keys {sorted(unknown)}; expected a dict with '
-                     f'keys among {list(RENORM_CLIPPING_KEYS)}, received {renorm_clipping!r}.')
-  for key, value in clipping.items():
-    if value is not None and not isinstance(value, numbers.Real):
-      raise TypeError(f'`renorm_clipping[{key!r}]` must be a number, received {value!r}.')
-  return clipping
-
-
 def _check_virtual_batch_size(virtual_batch_size, axes, adjustment, shape):
   if virtual_batch_size is None:
     return None
-  if not isinstance(virtual_batch_size, (int, np.integer)) or isinstance(virtual_batch_size, bool):
-    raise TypeError(f'`virtual_batch_size` must be a positive int, received {virtual_batch_size!r}.')
-  if virtual_batch_size <= 0:
-    raise ValueError(f'`virtual_batch_size` must be a positive int, received {virtual_batch_size}.')
+  virtual_batch_size = v.check_integer(virtual_batch_size, 'virtual_batch_size', low=1)
   if 0 in axes:
     raise ValueError(f'With `virtual_batch_size` the batch dimension is 0, so `axis` cannot '
                      f'include 0; received axis={axes}.')
@@ -180,7 +162,7 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
   axes = v.normalize_axis(axis, shape)
   training = switch_lib.check_training(training, allow_int=True)
   momentum = v.check_probability(momentum, 'momentum')
-  epsilon = v.check_positive(epsilon, 'epsilon')
+  epsilon = v.check_non_negative(epsilon, 'epsilon')
   center, scale = v.check_bool(center, 'center'), v.check_bool(scale, 'scale')
   trainable = v.check_bool(trainable, 'trainable')
   renorm = v.check_bool(renorm, 'renorm')
@@ -193,15 +175,16 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
                           ('gamma_regularizer', gamma_regularizer),
                           ('beta_constraint', beta_constraint),
                           ('gamma_constraint', gamma_constraint), ('adjustment', adjustment)):
-    check_optional_callable(value, arg_name)
-  clipping = check_renorm_clipping(renorm_clipping) if renorm else {}
-  renorm_momentum = v.check_probability(renorm_momentum, 'renorm_momentum') if renorm else None
+    v.check_callable(value, arg_name)
+  # Checked even without renorm, where the legacy ignores them: a bad value is
+  # a bug in the caller either way.
+  clipping = v.check_renorm_clipping(renorm_clipping)
+  renorm_momentum = v.check_probability(renorm_momentum, 'renorm_momentum')
   if fused is not None:
     v.check_bool(fused, 'fused')
   virtual_batch_size = _check_virtual_batch_size(virtual_batch_size, axes, adjustment, shape)
-  synchronized = check_synchronized(synchronized, virtual_batch_size)
-  if name is not None and not isinstance(name, str):
-    raise TypeError(f'`name` must be a string or None, received {name!r}.')
+  synchronized = v.check_synchronized(synchronized, virtual_batch_size)
+  name = v.check_name(name) or None  # '' is the default name, as for the legacy Keras layer
 
   with tf.compat.v1.variable_scope(name, default_name='batch_normalization', reuse=reuse):
     x = tf.convert_to_tensor(inputs)
@@ -214,15 +197,6 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
         renorm_momentum=renorm_momentum, fused=fused, virtual_batch_size=virtual_batch_size,
         adjustment=adjustment, synchronized=synchronized, warn_fallback=True)
     return core.attach_update(outputs, update, 'collection', per_variable=True)
-
-
-def check_synchronized(synchronized, virtual_batch_size=None):
-  synchronized = v.check_bool(synchronized, 'synchronized')
-  if synchronized and virtual_batch_size is not None:
-    raise ValueError('`synchronized=True` cannot be combined with `virtual_batch_size`: ghost '
-                     'batches normalize parts of one replica\'s batch, synchronized layers the '
-                     f'whole global batch; received virtual_batch_size={virtual_batch_size}.')
-  return synchronized
 
 
 def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regularizers,

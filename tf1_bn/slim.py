@@ -38,15 +38,6 @@ PARAM_INITIALIZER_KEYS = tuple(layers.DEFAULT_INITIALIZERS)
 PARAM_REGULARIZER_KEYS = ('beta', 'gamma')
 
 
-def _check_keys(mapping, keys, arg_name):
-  mapping = dict(mapping or {})
-  unknown = set(mapping) - set(keys)
-  if unknown:
-    raise ValueError(f'`{arg_name}` has unknown keys {sorted(unknown)}; expected keys among '
-                     f'{list(keys)}.')
-  return mapping
-
-
 def _collections_list(collections, arg_name):
   if collections is None:
     return None
@@ -59,15 +50,20 @@ def _collections_list(collections, arg_name):
 
 
 def _variable_collections(variables_collections):
-  """Per-variable extra collections: slim's model variables plus the user's."""
+  """Per-variable extra collections: slim's model variables plus the user's.
+
+  A dict may hold other layers' keys ('weights', 'biases': one dict shared
+  through an arg_scope), as slim ignores them.
+  """
   model = [tf.compat.v1.GraphKeys.MODEL_VARIABLES]
   result = {}
   for var_name in PARAM_INITIALIZER_KEYS:
     if isinstance(variables_collections, dict):
-      extra = variables_collections.get(var_name) or []
+      extra = _collections_list(variables_collections.get(var_name),
+                                f'variables_collections[{var_name!r}]')
     else:
-      extra = variables_collections or []
-    result[var_name] = model + list(extra)
+      extra = _collections_list(variables_collections, 'variables_collections')
+    result[var_name] = model + (extra or [])
   return result
 
 
@@ -116,19 +112,25 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
                           arg_name='data_format axis')
   is_training = switch_lib.check_training(is_training, 'is_training', allow_int=True)
   decay = v.check_probability(decay, 'decay')
-  epsilon = v.check_positive(epsilon, 'epsilon')
+  epsilon = v.check_non_negative(epsilon, 'epsilon')
   center, scale = v.check_bool(center, 'center'), v.check_bool(scale, 'scale')
   trainable = v.check_bool(trainable, 'trainable')
   renorm = v.check_bool(renorm, 'renorm')
   zero_debias = v.check_bool(zero_debias_moving_mean, 'zero_debias_moving_mean')
   reuse = v.check_reuse(reuse)
   fused = True if fused is None else v.check_bool(fused, 'fused')
-  initializer_args = _check_keys(param_initializers, PARAM_INITIALIZER_KEYS, 'param_initializers')
-  regularizers = _check_keys(param_regularizers, PARAM_REGULARIZER_KEYS, 'param_regularizers')
+  initializer_args = v.check_dict(param_initializers, PARAM_INITIALIZER_KEYS,
+                                  'param_initializers')
+  regularizers = v.check_dict(param_regularizers, PARAM_REGULARIZER_KEYS, 'param_regularizers')
+  for key, regularizer in regularizers.items():
+    v.check_callable(regularizer, f'param_regularizers[{key!r}]')
   updates_list = _collections_list(updates_collections, 'updates_collections')
   outputs_list = _collections_list(outputs_collections, 'outputs_collections')
-  layers.check_optional_callable(activation_fn, 'activation_fn')
-  layers.check_optional_callable(adjustment, 'adjustment')
+  collections = _variable_collections(variables_collections)
+  v.check_callable(activation_fn, 'activation_fn')
+  v.check_callable(adjustment, 'adjustment')
+  if not isinstance(scope, tf.compat.v1.VariableScope):  # slim takes a scope object too
+    v.check_name(scope, 'scope')
   initializers = layers.initializers_from(
       initializer_args, {key: f'param_initializers[{key!r}]' for key in PARAM_INITIALIZER_KEYS})
   path = _slim_path(rank, fused, renorm, batch_weights, adjustment, zero_debias,
@@ -136,16 +138,17 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   if path == 'general' and renorm:
     raise ValueError('renorm is not supported with batch_weights, updates_collections or '
                      'zero_debias_moving_mean (as in slim).')
-  clipping = layers.check_renorm_clipping(renorm_clipping) if renorm else {}
-  renorm_decay = v.check_probability(renorm_decay, 'renorm_decay') if renorm else None
-  synchronized = layers.check_synchronized(synchronized)
+  # Checked even without renorm, as in tf1_bn.batch_normalization.
+  clipping = v.check_renorm_clipping(renorm_clipping)
+  renorm_decay = v.check_probability(renorm_decay, 'renorm_decay')
+  synchronized = v.check_synchronized(synchronized)
   if batch_weights is not None:
-    weights_shape, _ = v.static_shape_and_dtype(batch_weights, 'batch_weights')
+    weights_shape, weights_dtype = v.static_shape_and_dtype(batch_weights, 'batch_weights')
+    v.check_real_dtype(weights_dtype, 'batch_weights')
     if not weights_shape.is_compatible_with(shape[:1]):
       raise ValueError(f'`batch_weights` must have shape [batch] = {shape[:1]}, received '
                        f'{weights_shape}.')
 
-  collections = _variable_collections(variables_collections)
   with tf.compat.v1.variable_scope(scope, 'BatchNorm', reuse=reuse) as sc:
     x = tf.convert_to_tensor(inputs)
     if path == 'layer':

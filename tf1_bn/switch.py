@@ -9,6 +9,8 @@ training step feeds `{tf1_bn.training_placeholder(): True}`.
 import numpy as np
 import tensorflow as tf
 
+from tf1_bn import validation as v
+
 # Graph collection that holds the graph's training placeholder.
 TRAINING_PLACEHOLDER_KEY = 'tf1_bn_training_placeholder'
 # Graph collection of 'switched_tensor inference_tensor' name pairs (strings,
@@ -27,7 +29,7 @@ def training_placeholder(graph=None):
     graph: the graph; the default graph when None.
   """
   with tf.init_scope():
-    graph = graph or tf.compat.v1.get_default_graph()
+    graph = v.check_graph(graph)
   existing = graph.get_collection(TRAINING_PLACEHOLDER_KEY)
   if existing:
     return existing[0]
@@ -46,6 +48,7 @@ def check_training(training, arg_name='training', allow_int=False):
   if allow_int and isinstance(training, (int, np.integer)) and training in (0, 1):
     return bool(training)
   if isinstance(training, (tf.Tensor, tf.Variable)):
+    v.check_graph_tensor(training, arg_name)
     dtype = training.dtype.base_dtype
     if dtype != tf.bool:
       raise TypeError(

@@ -10,6 +10,7 @@ import collections
 import tensorflow as tf
 
 from tf1_bn import core
+from tf1_bn import validation as v
 from tf1_bn.errors import MissingUpdateOpsError
 
 FIX = ('Build the train op with tf1_bn.minimize(optimizer, loss), or wrap it: '
@@ -23,15 +24,44 @@ def minimize(optimizer, loss, **kwargs):
 
   The dependency covers the update ops present when this is called: build all
   BN layers first.
+
+  Args:
+    optimizer: a `tf.compat.v1.train.Optimizer` (any object with a
+      `minimize(loss, **kwargs)` method).
+    loss: a float tensor of a graph (not a callable: this is graph mode).
+    **kwargs: passed on to `optimizer.minimize`.
   """
-  graph = getattr(loss, 'graph', None) or tf.compat.v1.get_default_graph()
+  v.check_graph_mode('minimize')
+  if not callable(getattr(optimizer, 'minimize', None)):
+    raise TypeError(f'`optimizer` must be a tf.compat.v1.train.Optimizer (an object with a '
+                    f'minimize method), received {optimizer!r} ({type(optimizer).__name__}).')
+  if not isinstance(loss, (tf.Tensor, tf.Variable)):
+    raise TypeError(f'`loss` must be a float tf.Tensor of the graph being trained, received '
+                    f'{loss!r} ({type(loss).__name__}).')
+  v.check_float_dtype(loss.dtype.base_dtype, 'loss')
+  graph = loss.graph
+  _check_minimize_kwargs(kwargs, graph)
   update_ops = graph.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
   with graph.as_default(), tf.control_dependencies(update_ops):
     return optimizer.minimize(loss, **kwargs)
 
 
+def _check_minimize_kwargs(kwargs, graph):
+  """The arguments of tf.compat.v1.train.Optimizer.minimize that would fail
+  inside it, some after building the gradients."""
+  v.check_variable_list(kwargs.get('var_list'), 'var_list', graph)
+  step = kwargs.get('global_step')
+  if step is not None and not (isinstance(step, tf.Variable) and step.dtype.base_dtype.is_integer):
+    raise TypeError(f'`global_step` must be None or an integer tf.Variable, received {step!r}.')
+  if kwargs.get('name') is not None:
+    v.check_name(kwargs['name'], 'name')
+
+
 def _as_ops(fetches):
   ops = []
+  if isinstance(fetches, (str, bytes)):
+    raise TypeError(f'`fetches` must hold tensors or operations, received the string '
+                    f'{fetches!r} (pass the op itself, not its name).')
   for fetch in tf.nest.flatten(fetches):
     if isinstance(fetch, tf.Operation):
       ops.append(fetch)
@@ -69,12 +99,24 @@ def check_update_ops(fetches, graph=None):
   updates='collection', tf.layers and slim's update collections): its update
   ops must be ancestors of `fetches` (usually the train op). Returns None when
   they all are.
+
+  Args:
+    fetches: a tensor, an operation, a variable, or a (nested) list or dict
+      of them, as for `Session.run`.
+    graph: the graph whose layers are checked; None: the graph of `fetches`
+      (the default graph when they hold nothing).
   """
-  graph = graph or tf.compat.v1.get_default_graph()
+  fetch_ops = _as_ops(fetches)
+  if graph is None and fetch_ops:
+    graph = fetch_ops[0].graph
+  graph = v.check_graph(graph)
+  elsewhere = [op.name for op in fetch_ops if op.graph is not graph]
+  if elsewhere:
+    raise ValueError(f'`fetches` hold ops of another graph than `graph`: {elsewhere}.')
   registered = graph.get_collection(core.COLLECTION_UPDATES_KEY)
   if not registered:
     return None
-  reachable = _ancestors(_as_ops(fetches))
+  reachable = _ancestors(fetch_ops)
   missing = collections.OrderedDict()
   for op in registered:
     op = op if isinstance(op, tf.Operation) else op.op
