@@ -479,6 +479,40 @@ CHECKPOINT_TOOLS = {
 }
 
 
+def _enter(context):
+  with context:
+    pass
+
+
+REPLICA_HELPERS = {
+    'tower-index_float': (lambda e: _enter(tf1_bn.tower(1.0, 2)), TypeError,
+                          r'`index`.*1\.0'),
+    'tower-count_str': (lambda e: _enter(tf1_bn.tower(0, '2')), TypeError, r"`count`.*'2'"),
+    'tower-count_zero': (lambda e: _enter(tf1_bn.tower(0, 0)), ValueError,
+                         r'`count`.*at least 1.*0'),
+    'tower-index_out_of_range': (lambda e: _enter(tf1_bn.tower(3, 2)), ValueError,
+                                 r'`index`.*\[0, 1\].*3'),
+    'set_collective_timeout-zero': (lambda e: tf1_bn.set_collective_timeout(0), ValueError,
+                                    r'`seconds`.*positive.*0'),
+    'set_collective_timeout-inf': (lambda e: tf1_bn.set_collective_timeout(INF), ValueError,
+                                   r'`seconds`.*finite.*inf'),
+    'set_collective_timeout-str': (lambda e: tf1_bn.set_collective_timeout('10'), ValueError,
+                                   r"`seconds`.*'10'"),
+    'collective_timeout-argument': (lambda e: tf1_bn.collective_timeout(5), TypeError,
+                                    r'positional argument'),
+    'bn_layer-synchronized_int': (lambda e: tf1_bn.bn_layer(e.x, synchronized=1), TypeError,
+                                  r'`synchronized`.*1'),
+    'batch_normalization-synchronized_str': (
+        lambda e: tf1_bn.batch_normalization(e.x, synchronized='yes'), TypeError,
+        r'`synchronized`.*yes'),
+    'batch_normalization-synchronized_ghost_batches': (
+        lambda e: tf1_bn.batch_normalization(e.x, synchronized=True, virtual_batch_size=2),
+        ValueError, r'`synchronized=True`.*`virtual_batch_size`.*2'),
+    'batch_norm-synchronized_none': (lambda e: tf1_bn.batch_norm(e.x, synchronized=None),
+                                     TypeError, r'`synchronized`.*None'),
+}
+
+
 def _split_rows(cases):
   """Rows whose case id is '<entry point>-<case>'."""
   return [Bad(*key.split('-', 1), call, error, fragment)
@@ -487,7 +521,8 @@ def _split_rows(cases):
 
 BAD_ARGUMENTS = (_rows('bn_layer', BN_LAYER) + _rows('batch_normalization', BATCH_NORMALIZATION) +
                  _rows('batch_norm', BATCH_NORM) + _rows('dropout', DROPOUT) +
-                 _split_rows(UPDATE_HELPERS) + _split_rows(CHECKPOINT_TOOLS))
+                 _split_rows(UPDATE_HELPERS) + _split_rows(CHECKPOINT_TOOLS) +
+                 _split_rows(REPLICA_HELPERS))
 
 
 def _tiny_checkpoint(directory):
@@ -1050,3 +1085,29 @@ def test_soak_on_a_finalized_graph(tmp_path):
 if __name__ == '__main__' and sys.argv[1:2] == ['train']:
   # The child of the kill-and-resume test: train until killed.
   train_from_latest(sys.argv[2])
+
+
+# --- the data guard: effective examples --------------------------------------
+
+@pytest.mark.parametrize('fused', [None, False])
+def test_zero_total_batch_weight_is_an_empty_batch(fused):
+  # slim's weighted moments of an all-zero weighting are 0 / 0: the moving
+  # statistics must not move toward them. A batch with some weight does.
+  data = np.random.RandomState(0).randn(4, 3).astype(np.float32) * 2 + 5
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [4, 3])
+    weights = v1.placeholder(tf.float32, [4])
+    tf1_bn.batch_norm(x, batch_weights=weights, decay=0.5, fused=fused)
+    moving = [v for v in v1.global_variables() if 'moving' in v.op.name]
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      before = sess.run(moving)
+      sess.run(v1.get_collection(UPDATE_OPS), {x: data, weights: np.zeros(4, np.float32)})
+      unchanged = sess.run(moving)
+      sess.run(v1.get_collection(UPDATE_OPS), {x: data, weights: [0, 1, 1, 0]})
+      after = sess.run(moving)
+  for b, u in zip(before, unchanged):
+    assert b.tobytes() == u.tobytes()
+  mean, var = reference.moments(data[1:3], -1)
+  np.testing.assert_allclose(after[0], 0.5 * mean, rtol=1e-5)
+  np.testing.assert_allclose(after[1], 0.5 + 0.5 * var, rtol=1e-5)

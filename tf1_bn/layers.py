@@ -36,6 +36,7 @@ kernel runs here. Epsilon is used exactly on both, as the legacy layer on
 the supported TensorFlow releases does (`tf.compat.v1.nn.fused_batch_norm`
 raised it to 1.001e-5 on old releases; none from 2.12 to 2.21 does).
 """
+import numpy as np
 import tensorflow as tf
 
 from tf1_bn import core
