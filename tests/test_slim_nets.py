@@ -71,8 +71,9 @@ def real_runs(tmp_path_factory):
   """The real slim batch_norm's runs of the small nets (child process)."""
   pytest.importorskip('tf_keras', reason='the real slim batch_norm runs on tf-keras\'s layers')
   out = tmp_path_factory.mktemp('slim_nets')
-  subprocess.run([sys.executable, str(HERE / 'slim_nets_harness.py'), 'real', str(out),
-                  *SMALL_NETS], check=True, timeout=REAL_TIMEOUT_S, capture_output=True)
+  run = subprocess.run([sys.executable, str(HERE / 'slim_nets_harness.py'), 'real', str(out),
+                        *SMALL_NETS], timeout=REAL_TIMEOUT_S, capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr[-3000:]
   return out
 
 
