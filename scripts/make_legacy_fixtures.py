@@ -1,8 +1,10 @@
 """Writes tests/fixtures/legacy/ with the real tf-slim and tf.layers.
 
-tf-slim no longer imports on current TensorFlow. Run this under an old one
-that still runs it (TensorFlow 2.12.1 with its Keras 2.12 is the newest that
-runs tf-slim 1.1.0 on Python 3.11):
+tf-slim 1.1.0 imports on current TensorFlow but its batch_norm does not run
+there unaided (tests/slim_nets_harness.py shows the two aliases that make it
+run). These fixtures come from an old TensorFlow that runs it as released
+(TensorFlow 2.12.1 with its Keras 2.12 is the newest that runs tf-slim 1.1.0
+on Python 3.11):
 
   python3 -m venv /tmp/old && /tmp/old/bin/pip install tensorflow-cpu==2.12.1 tf-slim==1.1.0
   /tmp/old/bin/python scripts/make_legacy_fixtures.py
@@ -38,11 +40,15 @@ def main():
     shutil.rmtree(OUT / f"{config['id']}_legacy_final")
     start = OUT / f"{config['id']}_legacy_start"
     (start / 'checkpoint').unlink()  # holds absolute paths
-  from importlib import metadata
-  (OUT / 'VERSIONS.txt').write_text(
-      ''.join(f'{name} {metadata.version(name)}\n'
-              for name in ('tensorflow-cpu', 'tf-slim', 'keras', 'numpy')))
+  write_versions(OUT, ('tensorflow-cpu', 'tf-slim', 'keras', 'numpy'))
   print(f'wrote {len(configs)} fixtures to {OUT}')
+
+
+def write_versions(out, packages):
+  """`out`/VERSIONS.txt: the installed version of each package, one a line."""
+  from importlib import metadata
+  (out / 'VERSIONS.txt').write_text(
+      ''.join(f'{name} {metadata.version(name)}\n' for name in packages))
 
 
 if __name__ == '__main__':

@@ -15,10 +15,12 @@ UPDATE_OPS = {'AssignSubVariableOp', 'AssignVariableOp', 'AssignAddVariableOp', 
 BN_OPS = {'FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3', 'Rsqrt'}
 
 
-def _train_and_export(build, input_shape, tmp_path, steps=15, fold=True, training=None, seed=0):
+def _train_and_export(build, input_shape, tmp_path, steps=15, fold=True, training=None, seed=0,
+                      also_unfolded=False):
   """Builds `build(x) -> output` on a placeholder, trains a few steps with
   the training switch on, exports. Returns (session outputs, exported
-  outputs, op types of the exported graph, report)."""
+  outputs, op types of the exported graph, its placeholders, report); with
+  `also_unfolded`, then the outputs of a second, unfolded export."""
   rng = np.random.RandomState(seed)
   with tf.Graph().as_default():
     v1.set_random_seed(seed)
@@ -37,14 +39,23 @@ def _train_and_export(build, input_shape, tmp_path, steps=15, fold=True, trainin
       expected = sess.run(y, {x: test})
       report = tf1_bn.export_inference(sess, {'x': x}, {'y': y}, str(tmp_path / 'model'),
                                        fold=fold, training=training)
-  loaded = tf.saved_model.load(str(tmp_path / 'model'))
-  serve = loaded.signatures['serving_default']
+      if also_unfolded:
+        tf1_bn.export_inference(sess, {'x': x}, {'y': y}, str(tmp_path / 'unfolded'),
+                                fold=False, training=training)
+  serve = _serve(tmp_path / 'model')
   actual = serve(x=tf.constant(test))['y'].numpy()
   graph_def = serve.graph.as_graph_def()
   ops = {n.op for n in graph_def.node} | {
       n.op for f in graph_def.library.function for n in f.node_def}
   placeholders = [n.name for n in graph_def.node if n.op.startswith('Placeholder')]
-  return expected, actual, ops, placeholders, report
+  result = (expected, actual, ops, placeholders, report)
+  if also_unfolded:
+    result += (_serve(tmp_path / 'unfolded')(x=tf.constant(test))['y'].numpy(),)
+  return result
+
+
+def _serve(export_dir):
+  return tf.saved_model.load(str(export_dir)).signatures['serving_default']
 
 
 def _cnn(x):
@@ -73,13 +84,13 @@ def _xla_marked(export_dir):
 def test_unfolded_export_equals_session_inference_with_no_training_path(tmp_path):
   expected, actual, ops, placeholders, report = _train_and_export(_cnn, [8, 8, 3], tmp_path,
                                                                  fold=False)
-  # The session ran the XLA transform; the export runs it as plain ops.
+  # The session ran the XLA transform; the export runs (x - mean) * s + beta.
   assert reference.max_relative_error(actual, expected) <= 1e-6
-  assert 'PartitionedCall' in ops and _xla_marked(str(tmp_path / 'model')) == []
-  assert not ops & CONTROL_FLOW_OPS and not ops & UPDATE_OPS
+  assert _xla_marked(str(tmp_path / 'model')) == []
+  assert not ops & (BN_OPS | CONTROL_FLOW_OPS | UPDATE_OPS)
   assert 'RandomUniform' not in ops  # dropout's training path is gone too
   assert placeholders == ['inputs']
-  assert report.folded == 0 and report.multiply_add == []
+  assert report.folded == 0 and len(report.multiply_add) == 4
 
 
 def test_folded_export_has_no_bn_op_and_equal_outputs(tmp_path):
@@ -134,7 +145,7 @@ def test_own_training_placeholder_is_frozen_to_false(tmp_path):
       expected = sess.run(y, {x: test, is_training: False})
       report = tf1_bn.export_inference(sess, {'x': x}, {'y': y}, str(tmp_path / 'model'),
                                        training=is_training)
-  serve = tf.saved_model.load(str(tmp_path / 'model')).signatures['serving_default']
+  serve = _serve(tmp_path / 'model')
   assert reference.max_relative_error(serve(x=tf.constant(test))['y'].numpy(), expected) <= 1e-5
   graph_def = serve.graph.as_graph_def()
   assert [n.name for n in graph_def.node if n.op.startswith('Placeholder')] == ['inputs']
@@ -153,9 +164,102 @@ def test_layer_built_for_inference_only_folds(tmp_path):
       moving[1].load(np.array([4.0, 0.25, 1.0], np.float32), sess)
       expected = sess.run(y, {x: test})
       report = tf1_bn.export_inference(sess, {'x': x}, {'y': y}, str(tmp_path / 'model'))
-  serve = tf.saved_model.load(str(tmp_path / 'model')).signatures['serving_default']
+  serve = _serve(tmp_path / 'model')
   assert reference.max_relative_error(serve(x=tf.constant(test))['y'].numpy(), expected) <= 1e-5
   assert list(report.into_ops.values()) == ['MatMul']
+
+
+def _check_folds_through(build, input_shape, tmp_path, into):
+  """The layers of `build` fold into the ops named `into`: no BN op is left
+  and the folded export agrees with the unfolded one and the session."""
+  expected, folded, ops, _, report, unfolded = _train_and_export(
+      build, input_shape, tmp_path, also_unfolded=True)
+  assert sorted(report.into_ops.values()) == sorted(into) and report.multiply_add == []
+  assert not ops & BN_OPS
+  assert reference.max_relative_error(folded, unfolded) <= 1e-5
+  assert reference.max_relative_error(folded, expected) <= 1e-5
+
+
+def _dcgan_generator(x):
+  """DCGAN-tensorflow's generator: linear + reshape, then conv2d_transpose +
+  bias_add + reshape to its own shape, each followed by slim's batch_norm
+  (in place, scale=True, epsilon 1e-5, decay 0.9, as its ops.py)."""
+  def bn(h, name):
+    return tf1_bn.batch_norm(h, decay=0.9, updates_collections=None, epsilon=1e-5, scale=True,
+                             is_training=tf1_bn.training_placeholder(), scope=name)
+
+  h = tf.matmul(x, v1.get_variable('h0_lin/Matrix', [4, 2 * 2 * 8])) + v1.get_variable(
+      'h0_lin/bias', [2 * 2 * 8])
+  h = tf.nn.relu(bn(tf.reshape(h, [-1, 2, 2, 8]), 'g_bn0'))
+  output_shape = tf.stack([tf.shape(h)[0], 4, 4, 6])
+  deconv = tf.nn.conv2d_transpose(h, v1.get_variable('h1/w', [3, 3, 6, 8]), output_shape,
+                                  [1, 2, 2, 1])
+  # DCGAN reshapes to deconv.get_shape(), static there (a fixed batch size).
+  deconv = tf.reshape(tf.nn.bias_add(deconv, v1.get_variable('h1/biases', [6])),
+                      [-1] + deconv.shape.as_list()[1:])
+  return bn(deconv, 'g_bn1')
+
+
+def test_dcgan_generator_folds_into_matmul_and_conv2d_transpose(tmp_path):
+  _check_folds_through(_dcgan_generator, [4], tmp_path, into=['MatMul', 'conv2d_transpose'])
+
+
+def test_conv3d_transpose_and_channels_first_transpose_fold(tmp_path):
+  def build(x):
+    output_shape = tf.stack([tf.shape(x)[0], 4, 4, 4, 3])
+    h = tf.nn.conv3d_transpose(x, v1.get_variable('w3', [2, 2, 2, 3, 2]), output_shape,
+                               [1, 2, 2, 2, 1])
+    h = tf1_bn.bn_layer(h, name='bn3d')
+    h = tf.reshape(h, [-1, 4, 16, 3])
+    h = tf.nn.conv2d(h, v1.get_variable('k', [3, 3, 3, 5]), 1, 'SAME')
+    h = tf.transpose(h, [0, 3, 1, 2])  # the conv's channels move to axis 1
+    return tf1_bn.bn_layer(h, axis=1, name='bn_nchw')
+  _check_folds_through(build, [2, 2, 2, 2], tmp_path, into=['Conv2D', 'conv3d_transpose'])
+
+
+@pytest.mark.parametrize('layout', ['mixed_reshape', 'batch_into_rows', 'batch_transposed'])
+def test_layouts_not_followed_become_a_multiply_add(tmp_path, layout):
+  # Channels mixed (by the reshape, or with the batch) cannot fold; a batch
+  # moved off axis 0 is not followed (conservatively).
+  def build(x):
+    if layout == 'mixed_reshape':  # each conv channel lands in both BN channels
+      h = tf.nn.conv2d(tf.reshape(x, [-1, 2, 2, 1]), v1.get_variable('k', [1, 1, 1, 3]), 1,
+                       'SAME')
+      h = tf.reshape(h, [-1, 6, 2])
+    else:
+      h = tf.matmul(x, v1.get_variable('w', [4, 6]))
+      if layout == 'batch_into_rows':  # a row of 4 holds parts of two examples
+        h = tf.reshape(h, [-1, 4])
+      else:
+        h = tf.transpose(tf.reshape(h, [-1, 2, 3]), [1, 0, 2])
+    return tf1_bn.bn_layer(h)
+  expected, actual, ops, _, report = _train_and_export(build, [4], tmp_path, seed=3)
+  assert report.folded == 0 and len(report.multiply_add) == 1
+  assert reference.max_relative_error(actual, expected) <= 1e-5
+
+
+def test_several_axes_become_a_multiply_add(tmp_path):
+  def build(x):
+    h = tf.nn.conv2d(x, v1.get_variable('k', [3, 3, 2, 3]), 1, 'SAME')
+    h = tf1_bn.bn_layer(h, axis=[1, 3], name='two_axes')
+    return tf1_bn.batch_normalization(h, axis=[2, 3], training=tf1_bn.training_placeholder())
+  expected, actual, ops, _, report = _train_and_export(build, [4, 5, 2], tmp_path)
+  assert report.folded == 0 and len(report.multiply_add) == 2 and not ops & BN_OPS
+  assert reference.max_relative_error(actual, expected) <= 1e-5
+
+
+def test_unused_input_is_refused_with_its_name(tmp_path):
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [None, 4], name='inputs')
+    labels = v1.placeholder(tf.int64, [None], name='labels')
+    y = tf1_bn.bn_layer(x)
+    tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=y))
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      with pytest.raises(ValueError, match=r"no output depends on.*'labels' \(labels:0\)"):
+        tf1_bn.export_inference(sess, {'x': x, 'labels': labels}, {'y': y},
+                                str(tmp_path / 'model'))
+  assert not (tmp_path / 'model').exists()
 
 
 def test_bad_arguments(tmp_path):

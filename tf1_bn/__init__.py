@@ -7,6 +7,7 @@ from tf1_bn.export import export_inference
 from tf1_bn.layers import batch_normalization
 from tf1_bn.replicas import collective_timeout, set_collective_timeout, tower
 from tf1_bn.slim import batch_norm
+from tf1_bn.slim_patch import patch_slim, unpatch_slim
 from tf1_bn.switch import training_placeholder
 from tf1_bn.update_ops import check_update_ops, minimize
 
@@ -23,6 +24,7 @@ __all__ = [
     'export_inference',
     'inspect_checkpoint',
     'minimize',
+    'patch_slim',
     'port_checkpoint',
     'restore',
     'set_collective_timeout',
@@ -30,4 +32,5 @@ __all__ = [
     'RestoreError',
     'MissingUpdateOpsError',
     'training_placeholder',
+    'unpatch_slim',
 ]

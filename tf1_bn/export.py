@@ -12,12 +12,19 @@ update ops. `export_inference` instead:
 2. replaces any training placeholder still reachable (a cond of your own) by
    the constant False;
 3. freezes the variables into constants and keeps only what the outputs need;
-4. with `fold=True`, folds each BN layer into the conv / matmul before it, or
-   turns it into one multiply-add (see `tf1_bn.folding`);
+4. with `fold=True`, folds each BN layer into the conv / matmul before it;
+   every other layer (all of them with `fold=False`) becomes explicit
+   `(x - mean) * s + beta` ops (see `tf1_bn.folding`): left as
+   FusedBatchNormV3 with constant parameters, a float32 layer would be
+   rewritten by grappler's remapper into `x * s + (beta - mean * s)`, which
+   cancels when the mean is large against the spread;
 5. turns off XLA compilation for what is left of tf1_bn's inference kernel
-   (`fold=False`), so the model also serves where XLA cannot run (a GPU
-   server without CUDA's libdevice, converters): it runs as FusedBatchNormV3;
-6. writes a SavedModel with one serving signature from `inputs` / `outputs`.
+   (16-bit layers that do not fold), so the model also serves where XLA cannot
+   run (a GPU server without CUDA's libdevice, converters): it runs as
+   FusedBatchNormV3;
+6. writes a SavedModel with one serving signature from `inputs` / `outputs`;
+   an input that no output depends on is refused, naming it (serving would
+   demand a value that nothing reads, such as the labels).
 
 Only layers built by tf1_bn are rewired and folded; a hand-written recipe or a
 legacy layer in the same graph is frozen with training False but keeps its ops.
@@ -59,12 +66,13 @@ def _check_training_tensors(training, graph):
                       f'(your own training switches), received {tensor!r}.')
 
 
-def _wire_inference_paths(graph_def, graph):
+def _inference_twins(graph):
+  """{switched tensor name: the inference tensor built beside its cond}."""
+  return dict(pair.split(' ') for pair in graph.get_collection(switch_lib.INFERENCE_SHADOWS_KEY))
+
+
+def _wire_inference_paths(graph_def, twins):
   """Points every consumer of a tf1_bn switch output at its inference twin."""
-  twins = {}
-  for pair in graph.get_collection(switch_lib.INFERENCE_SHADOWS_KEY):
-    switched, inference = pair.split(' ')
-    twins[switched] = inference
   update_marker = '/' + core.UPDATE_SCOPE + '/'
   for node in graph_def.node:
     inputs = []
@@ -150,20 +158,33 @@ def inference_graph_def(sess, outputs, training=None, fold=True):
     node.input.append(tensor.name)
     node.attr['T'].type = tensor.dtype.as_datatype_enum
     output_names.append(node.name)
-  _wire_inference_paths(graph_def, graph)
+  twins = _inference_twins(graph)
+  _wire_inference_paths(graph_def, twins)
   training_tensors = [t for t in (training if isinstance(training, (list, tuple))
                                   else [training]) if t is not None]
   training_tensors += graph.get_collection(switch_lib.TRAINING_PLACEHOLDER_KEY)
   _freeze_training_placeholders(graph_def, {t.op.name for t in training_tensors})
-  layer_records = folding.records(graph)
+  # A layer fed by another layer's switch reads that layer's inference twin now.
+  layer_records = [dict(r, input=twins.get(r['input'], r['input'])) for r in folding.records(graph)]
   frozen = v1.graph_util.convert_variables_to_constants(sess, graph_def, output_names)
-  report = folding.Report()
-  if fold:
-    frozen, report = folding.fold(frozen, layer_records,
-                                  folding.parameter_values(sess, layer_records), output_names)
+  frozen, report = folding.fold(frozen, layer_records,
+                                folding.parameter_values(sess, layer_records), output_names,
+                                into_ops=fold)
   _prune_function_library(frozen)
   _turn_off_xla(frozen)
   return frozen, [n + ':0' for n in output_names], report
+
+
+def _check_inputs_used(inputs, graph_def):
+  """Every signature input must still be in the pruned inference graph."""
+  kept = {node.name for node in graph_def.node}
+  unused = {key: t.name for key, t in inputs.items() if t.op.name not in kept}
+  if unused:
+    listed = ', '.join(f'{key!r} ({name})' for key, name in sorted(unused.items()))
+    raise ValueError(
+        f'`inputs` has entries that no output depends on in inference: {listed}. A serving '
+        f'signature would make every caller send them and nothing would read them (labels '
+        f'or training-only inputs, for example); remove them from `inputs`.')
 
 
 def export_inference(sess, inputs, outputs, export_dir, fold=True, training=None):
@@ -174,16 +195,23 @@ def export_inference(sess, inputs, outputs, export_dir, fold=True, training=None
     inputs: dict of signature input name to placeholder tensor.
     outputs: dict of signature output name to tensor.
     export_dir: a directory that must not exist yet.
-    fold: fold each tf1_bn BN layer into the conv2d / depthwise conv2d /
-      conv3d / matmul (with or without a bias add) before it, or make it one
-      multiply-add when nothing foldable precedes it.
+    fold: fold each tf1_bn BN layer into the conv2d / conv2d_transpose /
+      depthwise conv2d / conv3d / conv3d_transpose / matmul (with or without
+      a bias add, through reshapes and transposes that keep the batch first)
+      before it; a layer that does not fold, and every layer with
+      `fold=False`, becomes explicit `(x - mean) * s + beta` ops.
     training: your own training switch tensor(s), if any, to freeze to
       False as well; `tf1_bn.training_placeholder()` always is.
 
   Returns:
     A `tf1_bn.folding.Report`: how many BN layers were folded into an op,
-    how many became a multiply-add, and their names. Also logged (logger
-    'tf1_bn', INFO).
+    how many became a multiply-add, which 16-bit ones kept the kernel, and
+    their names. Also logged (logger 'tf1_bn', INFO).
+
+  Raises:
+    TypeError: `sess`, `inputs` or `outputs` are not what is described above.
+    ValueError: `export_dir` exists, or an `inputs` entry is not needed by
+      any output (the message names it).
 
   The SavedModel loads with `tf.saved_model.load(export_dir)` in eager
   TensorFlow 2: `loaded.signatures['serving_default'](**inputs)` returns the
@@ -200,6 +228,7 @@ def export_inference(sess, inputs, outputs, export_dir, fold=True, training=None
   _check_training_tensors(training, sess.graph)
   graph_def, output_names, report = inference_graph_def(sess, list(outputs.values()), training,
                                                         fold)
+  _check_inputs_used(inputs, graph_def)
   with tf.Graph().as_default() as graph:
     tf.graph_util.import_graph_def(graph_def, name='')
     signature = v1.saved_model.signature_def_utils.predict_signature_def(

@@ -36,6 +36,8 @@ kernel runs here. Epsilon is used exactly on both, as the legacy layer on
 the supported TensorFlow releases does (`tf.compat.v1.nn.fused_batch_norm`
 raised it to 1.001e-5 on old releases; none from 2.12 to 2.21 does).
 """
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -243,12 +245,26 @@ def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regu
                     adjustment=adjustment, call=call, synchronized=synchronized)
 
 
+@contextlib.contextmanager
+def unpartitioned():
+  """The current variable scope without its partitioner.
+
+  The statistics are assigned every step and a PartitionedVariable cannot be,
+  so tf.layers and slim create them unpartitioned (gamma and beta keep the
+  scope's partitioner); same idiom as slim's.
+  """
+  with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope()) as scope:
+    scope.set_partitioner(None)
+    yield
+
+
 def create_variables(shape, dtype, initializers, center, scale, trainable, renorm,
-                     regularizers=None, constraints=None, collections=None):
+                     regularizers=None, constraints=None, collections=None, beta_first=False):
   """tf.layers' variables, in its creation order, outside any control flow.
 
   `collections` maps a variable name to extra collections (slim's
-  `variables_collections`).
+  `variables_collections`). `beta_first` is the order of slim's own fused and
+  general paths (tf.layers creates gamma first).
   """
   regularizers = regularizers or {}
   constraints = constraints or {}
@@ -265,20 +281,26 @@ def create_variables(shape, dtype, initializers, center, scale, trainable, renor
         trainable=is_trainable, constraint=constraints.get(var_name), **kwargs)
 
   variables = {}
+  params = [('gamma', scale), ('beta', center)]
   with tf.control_dependencies(None):
-    if scale:
-      variables['gamma'] = make('gamma', initializers['gamma'], trainable)
-    if center:
-      variables['beta'] = make('beta', initializers['beta'], trainable)
-    variables['moving_mean'] = make('moving_mean', initializers['moving_mean'], False)
-    variables['moving_variance'] = make('moving_variance', initializers['moving_variance'], False)
-    if renorm:
-      variance_init = initializers['moving_variance']
-
-      def stddev_initializer(*args, **kwargs):
-        return tf.sqrt(variance_init(*args, **kwargs))
-
-      variables['moving_stddev'] = make('moving_stddev', stddev_initializer, False)
-      variables['renorm_mean'] = make('renorm_mean', initializers['moving_mean'], False)
-      variables['renorm_stddev'] = make('renorm_stddev', stddev_initializer, False)
+    for var_name, wanted in (params[::-1] if beta_first else params):
+      if wanted:
+        variables[var_name] = make(var_name, initializers[var_name], trainable)
+    with unpartitioned():
+      _create_statistics(variables, make, initializers, renorm)
   return variables
+
+
+def _create_statistics(variables, make, initializers, renorm):
+  """The moving (and renorm) statistics, into `variables`."""
+  variables['moving_mean'] = make('moving_mean', initializers['moving_mean'], False)
+  variables['moving_variance'] = make('moving_variance', initializers['moving_variance'], False)
+  if renorm:
+    variance_init = initializers['moving_variance']
+
+    def stddev_initializer(*args, **kwargs):
+      return tf.sqrt(variance_init(*args, **kwargs))
+
+    variables['moving_stddev'] = make('moving_stddev', stddev_initializer, False)
+    variables['renorm_mean'] = make('renorm_mean', initializers['moving_mean'], False)
+    variables['renorm_stddev'] = make('renorm_stddev', stddev_initializer, False)

@@ -25,6 +25,9 @@ Differences, each deliberate: `param_regularizers` are applied on every path
 (slim's general path silently drops them); an empty batch or non-finite
 statistics leave the moving statistics unchanged.
 """
+import functools
+import sys
+
 import tensorflow as tf
 
 from tf1_bn import core
@@ -34,8 +37,57 @@ from tf1_bn import validation as v
 
 DATA_FORMATS = ('NHWC', 'NCHW')
 UPDATE_OPS = tf.compat.v1.GraphKeys.UPDATE_OPS
+MODEL_VARIABLES = tf.compat.v1.GraphKeys.MODEL_VARIABLES
 PARAM_INITIALIZER_KEYS = tuple(layers.DEFAULT_INITIALIZERS)
 PARAM_REGULARIZER_KEYS = ('beta', 'gamma')
+# Where tf-slim keeps the arg_scope stack; read only if tf_slim was imported.
+ARG_SCOPE_MODULE = 'tf_slim.ops.arg_scope'
+
+
+def _arg_scope_defaults(function):
+  """What an enclosing `slim.arg_scope` sets for `function`, else {}.
+
+  tf-slim's arg_scope protocol: a scope maps a function's `_key_op` to
+  keyword defaults. `tf1_bn.patch_slim()` gives `batch_norm` slim's own
+  key, so `arg_scope([slim.batch_norm], ...)` and `arg_scope([tf1_bn.batch_norm],
+  ...)` are one entry. Without tf_slim imported there can be no arg_scope, so
+  tf_slim is never imported here.
+  """
+  module = sys.modules.get(ARG_SCOPE_MODULE)
+  key = getattr(function, '_key_op', None)
+  if module is None or key is None:
+    return {}
+  return module.current_arg_scope().get(key, {})
+
+
+def _arg_scoped(function):
+  """`function` taking its defaults from an enclosing slim.arg_scope, as
+  slim's `add_arg_scope` does (explicit keyword arguments win)."""
+
+  @functools.wraps(function)
+  def with_arg_scope(*args, **kwargs):
+    defaults = _arg_scope_defaults(with_arg_scope)
+    return function(*args, **{**defaults, **kwargs})
+
+  return with_arg_scope
+
+
+def _model_variable_getter(leaf_names):
+  """A custom getter that makes variables slim's model variables.
+
+  slim's tf.layers and general paths run under a model-variable custom
+  getter, so every variable they create is in MODEL_VARIABLES, zero-debias
+  helpers and renorm statistics included (`leaf_names` None); its fused path
+  makes only its four parameters model variables.
+  """
+
+  def custom_getter(getter, name, *args, collections=None, **kwargs):
+    if leaf_names is None or name.split('/')[-1] in leaf_names:
+      collections = list(collections or [tf.compat.v1.GraphKeys.GLOBAL_VARIABLES])
+      collections.append(MODEL_VARIABLES)
+    return getter(name, *args, collections=collections, **kwargs)
+
+  return custom_getter
 
 
 def _collections_list(collections, arg_name):
@@ -50,12 +102,12 @@ def _collections_list(collections, arg_name):
 
 
 def _variable_collections(variables_collections):
-  """Per-variable extra collections: slim's model variables plus the user's.
+  """The user's extra collections for each of the four parameters (slim's
+  model variables come from the custom getter).
 
   A dict may hold other layers' keys ('weights', 'biases': one dict shared
   through an arg_scope), as slim ignores them.
   """
-  model = [tf.compat.v1.GraphKeys.MODEL_VARIABLES]
   result = {}
   for var_name in PARAM_INITIALIZER_KEYS:
     if isinstance(variables_collections, dict):
@@ -63,7 +115,7 @@ def _variable_collections(variables_collections):
                                 f'variables_collections[{var_name!r}]')
     else:
       extra = _collections_list(variables_collections, 'variables_collections')
-    result[var_name] = model + (extra or [])
+    result[var_name] = list(extra or [])
   return result
 
 
@@ -88,6 +140,16 @@ def _collect_outputs(outputs, alias, collections):
   return outputs
 
 
+def _check_data_format(data_format):
+  # slim's own wording first: code written against slim matches on it.
+  if data_format not in DATA_FORMATS:
+    raise ValueError(f'data_format has to be either NCHW or NHWC. `data_format` must be one of '
+                     f'{list(DATA_FORMATS)} (NHWC: channels last, NCHW: channels on axis 1), '
+                     f'received {data_format!r}.')
+  return data_format
+
+
+@_arg_scoped
 def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, activation_fn=None,
                param_initializers=None, param_regularizers=None,
                updates_collections=tf.compat.v1.GraphKeys.UPDATE_OPS, is_training=True,
@@ -99,15 +161,17 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
 
   `updates_collections=None` updates the moving statistics in place (the
   output depends on the update); otherwise two update ops per call go into
-  each named collection. `data_format='NCHW'` normalizes axis 1.
-  `synchronized=True` (not in slim) computes the training statistics over
-  the global batch of every replica: see `tf1_bn.replicas`.
+  each named collection. `data_format='NCHW'` normalizes axis 1. Inside
+  `slim.arg_scope([slim.batch_norm], ...)` (after `tf1_bn.patch_slim()`) it
+  takes the scope's defaults, as slim's does. `synchronized=True` (not in
+  slim) computes the training statistics over the global batch of every
+  replica: see `tf1_bn.replicas`.
   """
   v.check_graph_mode('batch_norm')
+  _check_data_format(data_format)
   shape, dtype = v.static_shape_and_dtype(inputs)
   v.check_float_dtype(dtype)
   rank = v.check_rank(shape, min_rank=2)
-  v.check_choice(data_format, DATA_FORMATS, 'data_format')
   axes = v.normalize_axis(1 if data_format == 'NCHW' else -1, shape,
                           arg_name='data_format axis')
   is_training = switch_lib.check_training(is_training, 'is_training', allow_int=True)
@@ -149,7 +213,8 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
       raise ValueError(f'`batch_weights` must have shape [batch] = {shape[:1]}, received '
                        f'{weights_shape}.')
 
-  with tf.compat.v1.variable_scope(scope, 'BatchNorm', reuse=reuse) as sc:
+  getter = _model_variable_getter(PARAM_INITIALIZER_KEYS if path == 'fused' else None)
+  with tf.compat.v1.variable_scope(scope, 'BatchNorm', reuse=reuse, custom_getter=getter) as sc:
     x = tf.convert_to_tensor(inputs)
     if path == 'layer':
       outputs, update = layers.build_layer(
@@ -180,11 +245,12 @@ def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializer
   call, builds_update = core.register_replicas(x.shape[axes[0]], synchronized)
   variables = layers.create_variables([x.shape[axes[0]]], param_dtype, initializers, center,
                                       scale, trainable, renorm=False, regularizers=regularizers,
-                                      collections=collections)
+                                      collections=collections, beta_first=True)
   debias = None
   if zero_debias:
     moving_mean = variables['moving_mean']
-    with tf.control_dependencies(None), tf.compat.v1.variable_scope(moving_mean.op.name):
+    with tf.control_dependencies(None), tf.compat.v1.variable_scope(moving_mean.op.name), \
+        layers.unpartitioned():
       debias = (
           tf.compat.v1.get_variable('biased', moving_mean.shape, moving_mean.dtype.base_dtype,
                                     tf.compat.v1.zeros_initializer(), trainable=False),

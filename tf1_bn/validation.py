@@ -95,7 +95,8 @@ def check_real_dtype(dtype, arg_name):
 def check_rank(shape, arg_name='inputs', min_rank=1, max_rank=None):
   if shape.rank is None:
     raise ValueError(
-        f'`{arg_name}` has unknown rank; batch normalization needs a known rank to '
+        f'`{arg_name}` has undefined rank (unknown rank: a placeholder made without `shape`, '
+        'for instance); batch normalization needs a known rank to '
         'choose its reduction axes. Give the placeholder a shape such as [None, 64].')
   if shape.rank < min_rank or (max_rank is not None and shape.rank > max_rank):
     expected = f'{min_rank} to {max_rank}' if max_rank is not None else f'at least {min_rank}'
