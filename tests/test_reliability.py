@@ -484,6 +484,26 @@ def _enter(context):
     pass
 
 
+def _without_tf_slim(function):
+  """Calls `function` as if tf-slim were not installed."""
+  import importlib.util
+  find_spec = importlib.util.find_spec
+  importlib.util.find_spec = lambda name, *a: None if name == 'tf_slim' else find_spec(name, *a)
+  try:
+    return function()
+  finally:
+    importlib.util.find_spec = find_spec
+
+
+SLIM_PATCH = {
+    'patch_slim-tf_slim_missing': (lambda e: _without_tf_slim(tf1_bn.patch_slim), ImportError,
+                                   r'tf-slim.*not installed.*pip install tf-slim'),
+    'patch_slim-argument': (lambda e: tf1_bn.patch_slim(True), TypeError, r'positional argument'),
+    'unpatch_slim-argument': (lambda e: tf1_bn.unpatch_slim(True), TypeError,
+                              r'positional argument'),
+}
+
+
 REPLICA_HELPERS = {
     'tower-index_float': (lambda e: _enter(tf1_bn.tower(1.0, 2)), TypeError,
                           r'`index`.*1\.0'),
@@ -522,7 +542,7 @@ def _split_rows(cases):
 BAD_ARGUMENTS = (_rows('bn_layer', BN_LAYER) + _rows('batch_normalization', BATCH_NORMALIZATION) +
                  _rows('batch_norm', BATCH_NORM) + _rows('dropout', DROPOUT) +
                  _split_rows(UPDATE_HELPERS) + _split_rows(CHECKPOINT_TOOLS) +
-                 _split_rows(REPLICA_HELPERS))
+                 _split_rows(REPLICA_HELPERS) + _split_rows(SLIM_PATCH))
 
 
 def _tiny_checkpoint(directory):

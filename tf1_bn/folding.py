@@ -62,7 +62,8 @@ class Report:
   into_ops: dict = dataclasses.field(default_factory=dict)
   # Layers computed by explicit (x - mean) * s + beta ops.
   multiply_add: list = dataclasses.field(default_factory=list)
-  # float16 / bfloat16 layers left as the FusedBatchNormV3 kernel.
+  # float16 / bfloat16 layers left as the session's inference kernel
+  # (exact in float32, and grappler does not rewrite it).
   kept: list = dataclasses.field(default_factory=list)
 
   @property
@@ -73,7 +74,7 @@ class Report:
     text = (f'{len(self.into_ops)} BN layer(s) folded into the conv/matmul before them, '
             f'{len(self.multiply_add)} turned into a multiply-add')
     if self.kept:
-      text += f', {len(self.kept)} 16-bit layer(s) kept as the FusedBatchNormV3 kernel'
+      text += f', {len(self.kept)} 16-bit layer(s) kept as the inference kernel'
     return text
 
 

@@ -133,10 +133,11 @@ def normalize(x, mean, variance, scale, offset, epsilon):
   The general path's formula, for training (batch statistics) and inference
   (moving statistics) alike; `scale` and `offset` may be None.
   """
-  multiplier = tf.math.rsqrt(variance + epsilon)
-  if scale is not None:
-    multiplier = multiplier * scale
-  return shift_and_scale(x, mean, multiplier, offset)
+  with tf.name_scope('batchnorm'):  # tf.nn.batch_normalization's scope, which slim's tests name
+    multiplier = tf.math.rsqrt(variance + epsilon)
+    if scale is not None:
+      multiplier = multiplier * scale
+    return shift_and_scale(x, mean, multiplier, offset)
 
 
 def _channel_shape(data_format, channels):
