@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1_bn import digits
+from tf1_bn.progress import Progress
 from tf1_bn.switch import training_placeholder
 from tf1_bn.update_ops import minimize
 
@@ -78,25 +79,6 @@ class Result:
       if acc >= TARGET_ACCURACY:
         return step
     return None
-
-
-class Progress:
-  """One status line on stderr: model, a bar, the step and the running loss."""
-
-  def __init__(self, enabled, width=24):
-    self.enabled, self.width = enabled, width
-
-  def update(self, label, step, steps, loss):
-    if not self.enabled:
-      return
-    filled = int(self.width * step / steps)
-    bar = '#' * filled + '.' * (self.width - filled)
-    sys.stderr.write(f'\r{label:<44} [{bar}] {step:>5}/{steps} loss {loss:7.4f}')
-    sys.stderr.flush()
-
-  def done(self):
-    if self.enabled:
-      sys.stderr.write('\n')
 
 
 def train(model, split, steps, seed, eval_every, progress=None, label=None):
