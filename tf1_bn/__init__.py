@@ -5,6 +5,7 @@ from tf1_bn.dropout import dropout
 from tf1_bn.errors import MissingUpdateOpsError
 from tf1_bn.export import export_inference
 from tf1_bn.layers import batch_normalization
+from tf1_bn.precise import RecomputeError, audit, recompute_statistics
 from tf1_bn.slim import batch_norm
 from tf1_bn.switch import training_placeholder
 from tf1_bn.update_ops import check_update_ops, minimize
@@ -12,6 +13,7 @@ from tf1_bn.update_ops import check_update_ops, minimize
 __version__ = '0.1.0'
 
 __all__ = [
+    'audit',
     'batch_norm',
     'batch_normalization',
     'bn_layer',
@@ -21,6 +23,8 @@ __all__ = [
     'inspect_checkpoint',
     'minimize',
     'port_checkpoint',
+    'recompute_statistics',
+    'RecomputeError',
     'restore',
     'RestoreError',
     'MissingUpdateOpsError',
