@@ -505,3 +505,4 @@ def test_a_ported_fused_checkpoint_gets_population_statistics(rng, tmp_path):
   assert layer.variance_kind == 'population'
   _assert_close(layer.new_mean, layer.new_variance, precise_statistics(batches, -1))
   _assert_stored(stored, layer)
+
