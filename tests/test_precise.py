@@ -455,6 +455,10 @@ def test_bad_input_is_a_clear_error_and_nothing_is_assigned(rng):
       with pytest.raises(ValueError, match=r"`estimator` must be one of \['population', "
                                            r"'batch_average'\], received 'median'"):
         tf1_bn.recompute_statistics(sess, [{x: batches[0], own: True}], estimator='median')
+      poisoned = batches[0].copy()
+      poisoned[0, 1] = np.nan
+      with pytest.raises(ValueError, match='inline, own_switch are not finite'):
+        tf1_bn.recompute_statistics(sess, [{x: poisoned, own: True}])
       with pytest.raises(TypeError, match='`assign` must be a bool'):
         tf1_bn.recompute_statistics(sess, [{x: batches[0], own: True}], assign='yes')
       assert _bytes(sess) == before  # the inline layer's updates were undone
@@ -505,4 +509,3 @@ def test_a_ported_fused_checkpoint_gets_population_statistics(rng, tmp_path):
   assert layer.variance_kind == 'population'
   _assert_close(layer.new_mean, layer.new_variance, precise_statistics(batches, -1))
   _assert_stored(stored, layer)
-

@@ -698,6 +698,12 @@ def _recompute(sess, feeds, estimator, assign, outputs, progress, audited):
                            snapshot[layer.mean.name], snapshot[layer.variance.name])
              for layer in layers]
   if assign:
+    broken = [r.scope for r in reports
+              if not (np.all(np.isfinite(r.new_mean)) and np.all(np.isfinite(r.new_variance)))]
+    if broken:
+      # The layers' own update skips non-finite statistics; so does this.
+      raise ValueError(f'The recomputed statistics of BN layer(s) {", ".join(broken)} are not '
+                       'finite (NaN or inf in their inputs). Nothing was assigned.')
     new = {}
     for layer, report in zip(layers, reports):
       new.update(_new_values(layer, report, snapshot))
@@ -775,8 +781,9 @@ def recompute_statistics(sess, feeds, estimator='population', assign=True, *, pr
   Raises:
     TypeError: `sess` is not a session, or `feeds` not an iterable of dicts.
     ValueError: no tf1_bn layer in the graph normalizes with batch statistics,
-      `feeds` is empty, a layer's training switch evaluated False, or a batch
-      is not a multiple of a layer's virtual_batch_size.
+      `feeds` is empty, a layer's training switch evaluated False, a batch is
+      not a multiple of a layer's virtual_batch_size, or (with assign=True)
+      a recomputed statistic is not finite.
     RecomputeError: a batch failed (the generator raised, or Session.run did).
     In every case nothing is assigned and the variables are as before.
   """
