@@ -80,3 +80,40 @@ def batch_norm_gradients(x, dy, gamma, eps, axes):
   scale = 1.0 if gamma is None else broadcast(np.asarray(gamma, np.float64), shape, axes)
   dx = scale / np.sqrt(broadcast(var, shape, axes) + eps) * (dy - mean_dy - xhat * mean_dy_xhat)
   return dx, dgamma, dbeta
+
+
+def bessel(count):
+  return count / (count - 1) if count > 1 else 1.0
+
+
+def precise_statistics(batches, axes, estimator='population', variance_kind='population',
+                       weights=None):
+  """Precise-BN statistics of a layer's input batches, in float64.
+
+  'population': moments of all values of all batches (concatenated);
+  'batch_average': the count-weighted average of each batch's own moments.
+  'sample' layers store the variance Bessel-corrected: for all N values with
+  'population', per batch (its own n) with 'batch_average'. `weights`: one
+  array of per-example weights per batch (slim's batch_weights).
+  """
+  batches = [np.asarray(b, np.float64) for b in batches]
+  rank = batches[0].ndim
+  red = reduction_axes(rank, axes)
+  if weights is not None:
+    data = np.concatenate(batches)
+    w = np.broadcast_to(np.concatenate(weights).reshape((-1,) + (1,) * (rank - 1)), data.shape)
+    mean = np.average(data, axis=red, weights=w)
+    var = np.average(np.square(data - broadcast(mean, data.shape, axes)), axis=red, weights=w)
+    return mean, var
+  counts = [int(np.prod([b.shape[i] for i in red])) for b in batches]
+  if estimator == 'population':
+    mean, var = moments(np.concatenate(batches), axes)
+    if variance_kind == 'sample':
+      var = var * bessel(sum(counts))
+    return mean, var
+  per_batch = [moments(b, axes) for b in batches]
+  total = sum(counts)
+  mean = sum(n * m for n, (m, _) in zip(counts, per_batch)) / total
+  factor = (lambda n: bessel(n)) if variance_kind == 'sample' else (lambda n: 1.0)
+  var = sum(n * factor(n) * s for n, (_, s) in zip(counts, per_batch)) / total
+  return mean, var

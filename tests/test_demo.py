@@ -11,8 +11,9 @@ from tf1_bn import cli, demo, digits
 def test_default_demo_prints_the_table_and_writes_the_plot(tmp_path, capsys):
   assert cli.main(['demo', '--out', str(tmp_path)]) == 0
   printed = capsys.readouterr().out
-  table = (tmp_path / 'demo.md').read_text()
-  assert table.strip() in printed
+  written = (tmp_path / 'demo.md').read_text()
+  assert written.strip() in printed
+  table = written.split('\n\n')[0]  # the main table; the sections follow
   rows = [line for line in table.splitlines()[2:] if line.startswith('|')]
   assert [row.split('|')[1].strip() for row in rows] == [m.name for m in demo.MODELS]
   accuracy = {row.split('|')[1].strip(): float(row.split('|')[4]) for row in rows}
@@ -62,3 +63,28 @@ def test_bad_arguments_name_the_option():
     demo.main(['--steps', '0'])
   with pytest.raises(ValueError, match='`bn` must be one of'):
     digits.mlp(None, bn='middle')
+
+
+def test_precise_bn_section_recomputes_the_population_statistics():
+  split = digits.load(0)
+
+  def study(sess, tensors, model, split):
+    variables = {v.op.name: v for v in sess.graph.get_collection('variables')}
+    names = ['dense0/kernel', 'bn0/moving_mean', 'bn0/moving_variance']
+    return demo.precise_bn(sess, tensors, model, split), sess.run([variables[n] for n in names])
+
+  result = demo.train(demo.DECAY_MODEL, split, steps=60, seed=0, eval_every=60,
+                      after_training=study)
+  precise, (kernel, mean, variance) = result.after
+  # The audit changes nothing: the accuracy before recomputing is the last evaluation's.
+  assert precise.accuracy == result.final_accuracy
+  # The first layer's input is x @ kernel: its population statistics over the training set.
+  expected = reference.moments(split.train_x.astype(np.float64) @ kernel, -1)
+  np.testing.assert_allclose(mean, expected[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(variance, expected[1], rtol=1e-5)
+  # Decay 0.999 after 60 steps: stale.
+  assert all(layer.verdict_label.startswith('stale') for layer in precise.audit.layers)
+  result.after = precise
+  lines = demo.precise_table([result]).splitlines()
+  assert lines[2].startswith(f'| {demo.DECAY_MODEL.name} | 32 | 60 | 0.999 | '
+                             f'{precise.accuracy:.4f} | {precise.recomputed_accuracy:.4f} |')

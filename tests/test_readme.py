@@ -26,10 +26,14 @@ def test_ci_runs_the_readme_test_command():
   assert test_command in ci.splitlines()
 
 
-def _guide_snippets():
+def _snippets(section_title):
   readme = (ROOT / 'README.md').read_text(encoding='utf-8')
-  section = readme.split('\n## Guide', 1)[1].split('\n## ', 1)[0]
+  section = readme.split(f'\n## {section_title}', 1)[1].split('\n## ', 1)[0]
   return re.findall(r'```python\n(.+?)\n```', section, re.S)
+
+
+def _guide_snippets():
+  return _snippets('Guide')
 
 
 def test_guide_has_a_snippet_per_question():
@@ -42,3 +46,9 @@ def test_guide_has_a_snippet_per_question():
 def test_guide_snippet_runs_and_its_assertions_hold(index):
   # Each snippet asserts its numbers against numpy itself.
   exec(compile(_guide_snippets()[index], f'README guide snippet {index}', 'exec'), {})
+
+
+def test_precise_bn_snippet_runs_and_its_assertions_hold():
+  snippets = _snippets('Precise BN')
+  assert len(snippets) == 1
+  exec(compile(snippets[0], 'README Precise BN snippet', 'exec'), {})

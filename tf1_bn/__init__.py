@@ -5,6 +5,7 @@ from tf1_bn.dropout import dropout
 from tf1_bn.errors import CheckpointError, MissingUpdateOpsError, RestoreError
 from tf1_bn.export import export_inference
 from tf1_bn.layers import batch_normalization
+from tf1_bn.precise import RecomputeError, audit, recompute_statistics
 from tf1_bn.replicas import collective_timeout, set_collective_timeout, tower
 from tf1_bn.slim import batch_norm
 from tf1_bn.slim_patch import patch_slim, unpatch_slim
@@ -14,6 +15,7 @@ from tf1_bn.update_ops import check_update_ops, minimize
 __version__ = '0.1.0'
 
 __all__ = [
+    'audit',
     'batch_norm',
     'batch_normalization',
     'bn_layer',
@@ -26,6 +28,8 @@ __all__ = [
     'minimize',
     'patch_slim',
     'port_checkpoint',
+    'recompute_statistics',
+    'RecomputeError',
     'restore',
     'set_collective_timeout',
     'tower',

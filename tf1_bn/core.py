@@ -32,6 +32,7 @@ import json
 import re
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from tf1_bn import kernels
@@ -57,6 +58,9 @@ _UPDATE_OP_NAME = re.compile(
 # Graph collection of JSON records, one per BN layer call with an inference
 # path: input/output tensor names, axes, epsilon and the parameter variables.
 INFERENCE_RECORDS_KEY = 'tf1_bn_inference_records'
+# Graph collection of JSON records, one per BN layer call (any `training`):
+# what recomputing its statistics from data needs (tf1_bn.precise).
+LAYER_RECORDS_KEY = 'tf1_bn_layer_records'
 
 
 @dataclasses.dataclass
@@ -286,6 +290,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
     (outputs, Update or None).
   """
   x = inputs
+  _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size, batch_weights)
   layout = _Layout(x.shape, axes)
   stat_dtype = tf.float32 if x.dtype in HALF_DTYPES else x.dtype
   general = (moving.renorm is not None or virtual_batch_size is not None or
@@ -363,6 +368,38 @@ def _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon):
             'rank': x.shape.rank, 'dtype': x.dtype.base_dtype.name, 'epsilon': float(epsilon),
             **{k: (p.name if p is not None else None) for k, p in params.items()}}
   tf.compat.v1.add_to_collection(INFERENCE_RECORDS_KEY, json.dumps(record))
+
+
+def _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size,
+                  batch_weights):
+  """Registers the layer call for tf1_bn.recompute_statistics (adds no op).
+
+  `training` is recorded as a bool when known while building, else the
+  switch tensor's name; `batch_weights` as a tensor name, or its values when
+  the front-end received an array.
+  """
+  def name(variable):
+    return variable.name if variable is not None else None
+
+  renorm, debias = moving.renorm, moving.zero_debias
+  known = switch_lib.static_value(training)
+  weights = batch_weights
+  if weights is not None:
+    weights = weights.name if tf.is_tensor(weights) else {'value': np.asarray(weights).tolist()}
+  decay = moving.decay_factor
+  decay = tf.get_static_value(decay) if tf.is_tensor(decay) else decay
+  record = {
+      'input': x.name, 'axes': list(axes), 'epsilon': float(epsilon),
+      'training': bool(known) if known is not None else training.name, 'update': bool(update),
+      'mean': moving.mean.name, 'variance': moving.variance.name,
+      'variance_kind': moving.variance_kind,
+      'decay_factor': float(decay) if decay is not None else None,
+      'zero_debias': [name(v) for v in debias] if debias is not None else None,
+      'moving_stddev': name(renorm.moving_stddev) if renorm is not None else None,
+      'renorm': [name(renorm.renorm_mean), name(renorm.renorm_stddev)]
+                if renorm is not None else None,
+      'virtual_batch_size': virtual_batch_size, 'batch_weights': weights}
+  tf.compat.v1.add_to_collection(LAYER_RECORDS_KEY, json.dumps(record))
 
 
 def _like(value, variable):

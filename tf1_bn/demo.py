@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf1_bn import digits
+from tf1_bn import precise
+from tf1_bn.progress import Progress
 from tf1_bn.switch import training_placeholder
 from tf1_bn.update_ops import minimize
 
@@ -36,6 +38,7 @@ class Model:
   dropout_rate: float = 0.0
   batch_size: int = BATCH_SIZE
   track_statistics: bool = False
+  bn_decay: float = 0.9
 
   @property
   def learning_rate(self):
@@ -67,6 +70,8 @@ class Result:
   # For track_statistics models: per evaluation, the first BN layer's moving
   # statistics and the population statistics of its input over the training set.
   statistics: list = dataclasses.field(default_factory=list)
+  # What train()'s `after_training` returned (e.g. the precise-BN study).
+  after: object = None
 
   @property
   def final_accuracy(self):
@@ -80,34 +85,22 @@ class Result:
     return None
 
 
-class Progress:
-  """One status line on stderr: model, a bar, the step and the running loss."""
+def train(model, split, steps, seed, eval_every, progress=None, label=None,
+          after_training=None):
+  """Trains one model; returns its Result.
 
-  def __init__(self, enabled, width=24):
-    self.enabled, self.width = enabled, width
-
-  def update(self, label, step, steps, loss):
-    if not self.enabled:
-      return
-    filled = int(self.width * step / steps)
-    bar = '#' * filled + '.' * (self.width - filled)
-    sys.stderr.write(f'\r{label:<44} [{bar}] {step:>5}/{steps} loss {loss:7.4f}')
-    sys.stderr.flush()
-
-  def done(self):
-    if self.enabled:
-      sys.stderr.write('\n')
-
-
-def train(model, split, steps, seed, eval_every, progress=None, label=None):
-  """Trains one model; returns its Result."""
+  `after_training(sess, tensors, model, split)`, if given, runs once training
+  and the last evaluation are done (after the timing), with the model's
+  tensors by name (x, y, logits, accuracy); its return value is
+  `Result.after`.
+  """
   graph = tf.Graph()
   with graph.as_default():
     v1.set_random_seed(seed)
     x = v1.placeholder(tf.float32, [None, digits.NUM_FEATURES], name='x')
     y = v1.placeholder(tf.int64, [None], name='y')
     logits = digits.mlp(x, activation=model.activation, bn=model.bn,
-                        dropout_rate=model.dropout_rate, seed=seed)
+                        dropout_rate=model.dropout_rate, seed=seed, bn_decay=model.bn_decay)
     loss = digits.cross_entropy(logits, y)
     accuracy = digits.accuracy(logits, y)
     train_op = minimize(v1.train.MomentumOptimizer(model.learning_rate, MOMENTUM), loss)
@@ -145,15 +138,19 @@ def train(model, split, steps, seed, eval_every, progress=None, label=None):
         if progress:
           progress.update(label or model.name, step, steps, running_loss)
     result.seconds = time.perf_counter() - start
+    if after_training is not None:
+      tensors = dict(x=x, y=y, logits=logits, accuracy=accuracy)
+      result.after = after_training(sess, tensors, model, split)
   if progress:
     progress.done()
   return result
 
 
-def run(steps=3000, seed=0, eval_every=10, models=MODELS, progress=True):
+def run(steps=3000, seed=0, eval_every=10, models=MODELS, progress=True, after_training=None):
   split = digits.load(seed)
   bar = Progress(progress)
-  return [train(model, split, steps, seed, eval_every, bar, f'[{i}/{len(models)}] {model.name}')
+  return [train(model, split, steps, seed, eval_every, bar, f'[{i}/{len(models)}] {model.name}',
+                after_training)
           for i, model in enumerate(models, 1)]
 
 
@@ -207,6 +204,85 @@ def plot(results, path):
   plt.close(fig)
 
 
+# --- Precise BN: tf1_bn.audit and tf1_bn.recompute_statistics on trained models -----
+# The audit's batches: the first AUDIT_EXAMPLES training examples in batches of
+# the model's training size, so its per-batch numbers describe training. Its
+# recomputed statistics carry the sampling noise of N values per channel, an
+# inference shift of about sqrt(1.5 / N): 0.054 for 512, under half of
+# precise.STALE_SHIFT.
+AUDIT_EXAMPLES = 512
+# The decay-0.999 model trains for steps // SHORT_TRAINING_DIVISOR steps: with
+# 300, its moving statistics have moved 1 - 0.999^300 = 26% of the way from
+# their start (mean 0, variance 1).
+SHORT_TRAINING_DIVISOR = 10
+DECAY_MODEL = Model('BN before ReLU, decay 0.999, short training', bn='before', bn_decay=0.999)
+
+
+@dataclasses.dataclass
+class PreciseResult:
+  """One trained BN model before and after recompute_statistics."""
+  accuracy: float  # test accuracy with the moving statistics
+  recomputed_accuracy: float  # after recomputing over the training set
+  audit: object  # tf1_bn.audit's report, before recomputing
+
+
+def precise_bn(sess, tensors, model, split):
+  """train()'s `after_training` for BN models: audit, recompute over the
+  training set (one batch: every layer then gets the input inference gives
+  it), test accuracy. None for models without BN."""
+  if model.bn is None:
+    return None
+  x, y = tensors['x'], tensors['y']
+  size = model.batch_size
+  feeds = [{x: split.train_x[i:i + size]} for i in range(0, AUDIT_EXAMPLES, size)]
+
+  def test_accuracy():
+    return float(sess.run(tensors['accuracy'], {x: split.test_x, y: split.test_y}))
+
+  audit = precise.audit(sess, feeds, outputs={'logits': tensors['logits']}, progress=False)
+  accuracy = test_accuracy()
+  precise.recompute_statistics(sess, [{x: split.train_x}], progress=False)
+  return PreciseResult(accuracy, test_accuracy(), audit)
+
+
+def precise_study(results, steps, seed, progress=True):
+  """The precise-BN section: the BN models of `results` (trained with
+  `after_training=precise_bn`) and DECAY_MODEL, trained here for
+  steps // SHORT_TRAINING_DIVISOR steps. Returns their Results."""
+  split = digits.load(seed)
+  short = max(1, steps // SHORT_TRAINING_DIVISOR)
+  # One evaluation, at the end: this model's curve is not plotted.
+  extra = train(DECAY_MODEL, split, short, seed, short, Progress(progress),
+                f'[precise BN] {DECAY_MODEL.name}', precise_bn)
+  return [r for r in results if r.after is not None] + [extra]
+
+
+def precise_table(studied):
+  """Markdown: test accuracy with the moving and the recomputed statistics,
+  how often training and inference mode predict the same class on the audit's
+  batches (with the moving statistics), and each layer's verdict."""
+  lines = ['| model | batch | steps | moving decay | test accuracy: moving statistics | '
+           'recomputed | train/inference argmax agreement | verdicts |',
+           '|---|---:|---:|---:|---:|---:|---:|---|']
+  for r in studied:
+    p = r.after
+    verdicts = '; '.join(f'{layer.scope} {layer.verdict_label}' for layer in p.audit.layers)
+    lines.append(f'| {r.model.name} | {r.model.batch_size} | {r.eval_steps[-1]} | '
+                 f'{r.model.bn_decay:g} | {p.accuracy:.4f} | {p.recomputed_accuracy:.4f} | '
+                 f'{p.audit.outputs[0].argmax_agreement:.4f} | {verdicts} |')
+  return '\n'.join(lines)
+
+
+def precise_audit_table(studied):
+  """Markdown: the audit of every studied model before recomputing."""
+  lines = ['| model | ' + ' | '.join(precise.AUDIT_COLUMNS) + ' |',
+           '|---|---|---:|---|---:|---|---|']
+  for r in studied:
+    lines += [f'| {r.model.name} | ' + ' | '.join(layer.audit_cells()) + ' |'
+              for layer in r.after.audit.layers]
+  return '\n'.join(lines)
+
+
 def build_parser(parser=None):
   parser = parser or argparse.ArgumentParser(prog='tf1-bn demo', description=__doc__)
   parser.add_argument('--steps', type=int, default=3000, help='training steps per model')
@@ -224,8 +300,10 @@ def main(argv=None):
       raise SystemExit(f'--{name.replace("_", "-")} must be >= 1, received {getattr(args, name)}.')
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  results = run(args.steps, args.seed, args.eval_every)
-  text = table(results)
+  results = run(args.steps, args.seed, args.eval_every, after_training=precise_bn)
+  studied = precise_study(results, args.steps, args.seed)
+  text = '\n\n'.join([table(results), '## Precise BN', precise_table(studied),
+                       'Audit (before recomputing):', precise_audit_table(studied)])
   (out / 'demo.md').write_text(text + '\n', encoding='utf-8')
   plot(results, out / 'demo.png')
   print(text)
