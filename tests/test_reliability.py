@@ -504,6 +504,25 @@ SLIM_PATCH = {
 }
 
 
+PRECISE_BN = {
+    'recompute_statistics-sess_none': (lambda e: tf1_bn.recompute_statistics(None, [{}]),
+                                       TypeError, r'`sess`.*None'),
+    'recompute_statistics-feeds_dict': (lambda e: tf1_bn.recompute_statistics(e.sess, {e.x: 1}),
+                                        TypeError, r'`feeds`.*single dict'),
+    'recompute_statistics-feeds_int': (lambda e: tf1_bn.recompute_statistics(e.sess, 3),
+                                       TypeError, r'`feeds`.*int'),
+    'recompute_statistics-estimator': (
+        lambda e: tf1_bn.recompute_statistics(e.sess, [{}], estimator='median'), ValueError,
+        r'`estimator`.*median'),
+    'recompute_statistics-assign_str': (
+        lambda e: tf1_bn.recompute_statistics(e.sess, [{}], assign='yes'), TypeError,
+        r'`assign`.*yes'),
+    'audit-sess_str': (lambda e: tf1_bn.audit('sess', [{}]), TypeError, r'`sess`.*sess'),
+    'audit-feeds_dict': (lambda e: tf1_bn.audit(e.sess, {e.x: 1}), TypeError,
+                         r'`feeds`.*single dict'),
+}
+
+
 REPLICA_HELPERS = {
     'tower-index_float': (lambda e: _enter(tf1_bn.tower(1.0, 2)), TypeError,
                           r'`index`.*1\.0'),
@@ -542,7 +561,8 @@ def _split_rows(cases):
 BAD_ARGUMENTS = (_rows('bn_layer', BN_LAYER) + _rows('batch_normalization', BATCH_NORMALIZATION) +
                  _rows('batch_norm', BATCH_NORM) + _rows('dropout', DROPOUT) +
                  _split_rows(UPDATE_HELPERS) + _split_rows(CHECKPOINT_TOOLS) +
-                 _split_rows(REPLICA_HELPERS) + _split_rows(SLIM_PATCH))
+                 _split_rows(REPLICA_HELPERS) + _split_rows(SLIM_PATCH) +
+                 _split_rows(PRECISE_BN))
 
 
 def _tiny_checkpoint(directory):

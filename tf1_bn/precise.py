@@ -682,10 +682,10 @@ def _recompute(sess, feeds, estimator, assign, outputs, progress, audited):
   assign = v.check_bool(assign, 'assign')
   if progress is not None:
     v.check_bool(progress, 'progress')
-  graph = sess.graph
-  layers, written = _find_layers(graph)
-  outputs = _check_outputs(outputs, graph)
   _iterate(feeds)  # a type error before anything runs
+  graph = sess.graph
+  outputs = _check_outputs(outputs, graph)
+  layers, written = _find_layers(graph)
   total = len(feeds) if hasattr(feeds, '__len__') else None
   snapshot = _read(sess, written)
   run = _Pass(sess, layers, outputs, progress)
