@@ -88,3 +88,16 @@ def test_precise_bn_section_recomputes_the_population_statistics():
   lines = demo.precise_table([result]).splitlines()
   assert lines[2].startswith(f'| {demo.DECAY_MODEL.name} | 32 | 60 | 0.999 | '
                              f'{precise.accuracy:.4f} | {precise.recomputed_accuracy:.4f} |')
+
+
+def test_synchronized_towers_train_as_one_device_with_the_global_batch():
+  local, synchronized, one_device = demo.run(steps=60, seed=0, eval_every=20,
+                                             models=demo.REPLICA_MODELS, progress=False)
+  assert synchronized.model.global_batch_size == one_device.model.batch_size == 16
+  # Same examples, same statistics (the global batch's), same updates: the
+  # two differ only by the order of float32 sums.
+  np.testing.assert_allclose(synchronized.train_loss, one_device.train_loss, rtol=1e-4)
+  assert np.max(np.abs(np.subtract(synchronized.test_accuracy, one_device.test_accuracy))) \
+      <= 1 / 540 + 1e-9
+  # Local statistics of 2 examples per tower are another model.
+  assert np.max(np.abs(np.subtract(local.train_loss, one_device.train_loss))) > 0.05

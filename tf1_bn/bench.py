@@ -21,12 +21,21 @@ import numpy as np
 
 from tf1_bn import legacy
 
-DEFAULT_CASES = ('nhwc:64x32x32x64', '2d:4096x1024', 'cnn:64x32x32x3', 'build:100')
+DEFAULT_CASES = ('nhwc:64x32x32x64', '2d:4096x1024', 'cnn:64x32x32x3', 'build:100',
+                 'sync:64x32x32x64')
 # `cnn:BxHxWxC` times a small CNN's exported inference graph, folded or not.
 FOLD_CASE = 'cnn'
 # `build:N` times building N layers, chained, in one graph.
 BUILD_CASE = 'build'
 BUILD_ROUNDS = 3
+# `sync:BxHxWxC` times a training step of the global batch BxHxWxC split over
+# `--replicas` hand-built towers (one logical CPU device each): synchronized
+# BN, local BN on the same towers (the reference), and one device.
+SYNC_CASE = 'sync'
+DEFAULT_REPLICAS = (2, 4)
+SYNCHRONIZED = 'synchronized, {} replicas'
+LOCAL = 'local, {} replicas'
+ONE_DEVICE = 'one device, global batch'
 COPY_BOUND = 'copy bound (numpy copyto)'
 
 
@@ -53,7 +62,6 @@ class _Runner:
 
   def __init__(self, build, shape, dtype, mode):
     import tensorflow as tf
-    from tensorflow.core.protobuf import rewriter_config_pb2
     v1 = tf.compat.v1
     self.graph = tf.Graph()
     with self.graph.as_default():
@@ -69,16 +77,7 @@ class _Runner:
       else:
         self.fetch = tf.group(y)
         self.feed = {self.training: False}
-      config = v1.ConfigProto(graph_options=v1.GraphOptions(
-          optimizer_options=v1.OptimizerOptions(opt_level=v1.OptimizerOptions.L1)))
-      # Grappler's dependency optimizer drops stateless ops that only a
-      # tf.group reads: the backward pass of an implementation that
-      # normalizes outside a cond (the recipe, the legacy unfused layer)
-      # would not run at all. Off for every runner; bn_layer times the same
-      # with it on and off.
-      config.graph_options.rewrite_options.dependency_optimization = (
-          rewriter_config_pb2.RewriterConfig.OFF)
-      self.sess = v1.Session(config=config)
+      self.sess = v1.Session(config=_session_config())
       self.sess.run(v1.global_variables_initializer())
 
   def step(self):
@@ -242,6 +241,68 @@ def build_case(count, legacy_available):
   return _rows(f'{BUILD_CASE} {count} layers, graph construction', times, reference, None, None)
 
 
+class _TowerRunner:
+  """A bn_layer training step on `replicas` towers (or one device)."""
+
+  def __init__(self, shape, replicas, synchronized):
+    import tensorflow as tf
+    import tf1_bn
+    v1 = tf.compat.v1
+    self.graph = tf.Graph()
+    with self.graph.as_default():
+      per_replica = [shape[0] // replicas] + list(shape[1:])
+      fetches = []
+      for i in range(replicas):
+        with tf.device(f'/cpu:{i}'), tf1_bn.tower(i, replicas):
+          x = v1.get_variable(f'x{i}', per_replica, tf.float32,
+                              v1.random_normal_initializer(1.0, 2.0), trainable=False)
+          with v1.variable_scope('model', reuse=i > 0):
+            y = tf1_bn.bn_layer(x, synchronized=synchronized)
+          fetches.append(tf.group(*tf.gradients(tf.reduce_sum(y), [x] + v1.trainable_variables())))
+      fetches.append(tf.group(*v1.get_collection(v1.GraphKeys.UPDATE_OPS)))
+      self.fetch = fetches
+      self.feed = {tf1_bn.training_placeholder(): True}
+      config = _session_config(replicas)
+      self.sess = v1.Session(config=config)
+      self.sess.run(v1.global_variables_initializer())
+
+  def step(self):
+    start = time.perf_counter()
+    self.sess.run(self.fetch, self.feed)
+    return time.perf_counter() - start
+
+
+def _session_config(devices=1):
+  import tensorflow as tf
+  from tensorflow.core.protobuf import rewriter_config_pb2
+  v1 = tf.compat.v1
+  config = v1.ConfigProto(device_count={'CPU': devices}, graph_options=v1.GraphOptions(
+      optimizer_options=v1.OptimizerOptions(opt_level=v1.OptimizerOptions.L1)))
+  # Grappler's dependency optimizer drops stateless ops that only a
+  # tf.group reads: the backward pass of an implementation that normalizes
+  # outside a cond (the recipe, the legacy unfused layer) would not run at
+  # all. Off for every runner; bn_layer times the same with it on and off.
+  config.graph_options.rewrite_options.dependency_optimization = (
+      rewriter_config_pb2.RewriterConfig.OFF)
+  # Collectives must not starve the inter-op pool.
+  config.inter_op_parallelism_threads = max(devices + 1, os.cpu_count() or 1)
+  return config
+
+
+def sync_case(shape, replica_counts, steps, warmup):
+  """Synchronized against local BN on the same towers, and one device."""
+  rows = []
+  for replicas in replica_counts:
+    runners = {SYNCHRONIZED.format(replicas): _TowerRunner(shape, replicas, True),
+               LOCAL.format(replicas): _TowerRunner(shape, replicas, False),
+               ONE_DEVICE: _TowerRunner(shape, 1, False)}
+    times = _alternate(runners, steps, warmup)
+    rows.extend(_rows(f'{SYNC_CASE} {"x".join(map(str, shape))} float32 train, '
+                      f'{replicas} replicas', times, LOCAL.format(replicas),
+                      int(np.prod(shape)) * 4, None))
+  return rows
+
+
 def markdown(rows):
   lines = ['| case | implementation | median ms | GB/s (input) | vs reference | of copy bound |',
            '|---|---|---|---|---|---|']
@@ -280,7 +341,11 @@ def build_parser(parser=None):
   parser.add_argument('--cases', nargs='+', default=list(DEFAULT_CASES),
                       help='label:shape, e.g. nhwc:64x32x32x64 nchw:64x64x32x32 2d:4096x1024; '
                       f'{FOLD_CASE}:BxHxWxC times a small CNN exported folded and unfolded; '
-                      f'{BUILD_CASE}:N times building N layers in one graph')
+                      f'{BUILD_CASE}:N times building N layers in one graph; '
+                      f'{SYNC_CASE}:BxHxWxC times a synchronized training step of that global '
+                      'batch on --replicas towers')
+  parser.add_argument('--replicas', nargs='+', type=int, default=list(DEFAULT_REPLICAS),
+                      help=f'replica counts of the {SYNC_CASE} case')
   parser.add_argument('--dtypes', nargs='+', default=['float32'])
   parser.add_argument('--modes', nargs='+', default=['train', 'inference'],
                       choices=['train', 'inference'])
@@ -306,6 +371,9 @@ def main(argv=None):
       continue
     if label == BUILD_CASE:
       rows.extend(build_case(shape[0], legacy_available))
+      continue
+    if label == SYNC_CASE:
+      rows.extend(sync_case(shape, args.replicas, args.steps, args.warmup))
       continue
     for dtype in args.dtypes:
       for mode in args.modes:

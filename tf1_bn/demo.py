@@ -18,6 +18,7 @@ import tensorflow as tf
 from tf1_bn import digits
 from tf1_bn import precise
 from tf1_bn.progress import Progress
+from tf1_bn.replicas import tower
 from tf1_bn.switch import training_placeholder
 from tf1_bn.update_ops import minimize
 
@@ -39,12 +40,19 @@ class Model:
   batch_size: int = BATCH_SIZE
   track_statistics: bool = False
   bn_decay: float = 0.9
+  # Towers (one CPU device each) with `batch_size` examples each.
+  replicas: int = 1
+  synchronized: bool = False
+
+  @property
+  def global_batch_size(self):
+    return self.batch_size * self.replicas
 
   @property
   def learning_rate(self):
-    # Linear scaling with the batch size, so a small batch differs from the
-    # others in its batch statistics, not in the size of its updates.
-    return LEARNING_RATE * self.batch_size / BATCH_SIZE
+    # Linear scaling with the (global) batch size, so a small batch differs
+    # from the others in its batch statistics, not in the size of its updates.
+    return LEARNING_RATE * self.global_batch_size / BATCH_SIZE
 
 
 MODELS = (
@@ -97,13 +105,18 @@ def train(model, split, steps, seed, eval_every, progress=None, label=None,
   graph = tf.Graph()
   with graph.as_default():
     v1.set_random_seed(seed)
-    x = v1.placeholder(tf.float32, [None, digits.NUM_FEATURES], name='x')
-    y = v1.placeholder(tf.int64, [None], name='y')
-    logits = digits.mlp(x, activation=model.activation, bn=model.bn,
-                        dropout_rate=model.dropout_rate, seed=seed, bn_decay=model.bn_decay)
-    loss = digits.cross_entropy(logits, y)
+    optimizer = v1.train.MomentumOptimizer(model.learning_rate, MOMENTUM)
+    if model.replicas == 1:
+      xs = [v1.placeholder(tf.float32, [None, digits.NUM_FEATURES], name='x')]
+      ys = [v1.placeholder(tf.int64, [None], name='y')]
+      logits = _logits(model, xs[0], seed)
+      loss = digits.cross_entropy(logits, ys[0])
+      train_op = minimize(optimizer, loss)
+    else:
+      xs, ys, logits, loss, train_op = _towers(model, optimizer, seed)
+    # Evaluation runs the first tower in inference mode (no collective).
+    x, y = xs[0], ys[0]
     accuracy = digits.accuracy(logits, y)
-    train_op = minimize(v1.train.MomentumOptimizer(model.learning_rate, MOMENTUM), loss)
     training = training_placeholder()
     if model.track_statistics:
       pre_bn = graph.get_tensor_by_name('dense0/MatMul:0')
@@ -115,13 +128,15 @@ def train(model, split, steps, seed, eval_every, progress=None, label=None,
 
   result = Result(model, [], [], [], 0.0)
   running_loss = None
-  with digits.single_thread_session(graph) as sess:
+  with digits.single_thread_session(graph, model.replicas) as sess:
     sess.run(init)
     start = time.perf_counter()
-    batches = digits.minibatches(len(split.train_x), steps, model.batch_size, seed)
+    batches = digits.minibatches(len(split.train_x), steps, model.global_batch_size, seed)
     for step, batch in enumerate(batches, 1):
-      _, batch_loss = sess.run([train_op, loss], {x: split.train_x[batch],
-                                                  y: split.train_y[batch], training: True})
+      feed = {training: True}
+      for tower_x, tower_y, part in zip(xs, ys, np.split(batch, model.replicas)):
+        feed.update({tower_x: split.train_x[part], tower_y: split.train_y[part]})
+      _, batch_loss = sess.run([train_op, loss], feed)
       running_loss = batch_loss if running_loss is None else 0.95 * running_loss + 0.05 * batch_loss
       if step % eval_every == 0 or step == steps:
         # No training feed: the placeholder defaults to False, inference mode.
@@ -146,6 +161,34 @@ def train(model, split, steps, seed, eval_every, progress=None, label=None,
   return result
 
 
+def _logits(model, x, seed):
+  return digits.mlp(x, activation=model.activation, bn=model.bn,
+                    dropout_rate=model.dropout_rate, seed=seed, bn_decay=model.bn_decay,
+                    synchronized=model.synchronized)
+
+
+def _towers(model, optimizer, seed):
+  """The TF1 multi-tower recipe: one tower per CPU device, variables shared
+  by reuse, each tower's loss its share of the global batch's mean, the
+  gradients summed, the updates from UPDATE_OPS (tower 0's only)."""
+  xs, ys, losses, tower_gradients = [], [], [], []
+  for i in range(model.replicas):
+    xs.append(v1.placeholder(tf.float32, [None, digits.NUM_FEATURES], name=f'x{i}'))
+    ys.append(v1.placeholder(tf.int64, [None], name=f'y{i}'))
+    with tf.device(f'/cpu:{i}'), tower(i, model.replicas), \
+        v1.variable_scope(v1.get_variable_scope(), reuse=i > 0):
+      tower_logits = _logits(model, xs[i], seed)
+      losses.append(digits.cross_entropy(tower_logits, ys[i]) / model.replicas)
+      tower_gradients.append(optimizer.compute_gradients(losses[-1]))
+      if i == 0:
+        logits = tower_logits
+  gradients = [(tf.add_n([g[k][0] for g in tower_gradients]), tower_gradients[0][k][1])
+               for k in range(len(tower_gradients[0]))]
+  with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+    train_op = optimizer.apply_gradients(gradients)
+  return xs, ys, logits, tf.add_n(losses), train_op
+
+
 def run(steps=3000, seed=0, eval_every=10, models=MODELS, progress=True, after_training=None):
   split = digits.load(seed)
   bar = Progress(progress)
@@ -159,7 +202,9 @@ def table(results):
            '| seconds |', '|---|---:|---:|---:|---:|---:|']
   for r in results:
     to_target = r.steps_to_target if r.steps_to_target is not None else 'not reached'
-    lines.append(f'| {r.model.name} | {r.model.batch_size} | {r.model.learning_rate:g} | '
+    batch = (f'{r.model.replicas} x {r.model.batch_size}' if r.model.replicas > 1
+             else r.model.batch_size)
+    lines.append(f'| {r.model.name} | {batch} | {r.model.learning_rate:g} | '
                  f'{r.final_accuracy:.4f} | '
                  f'{to_target} | {r.seconds:.1f} |')
   return '\n'.join(lines)
@@ -202,6 +247,29 @@ def plot(results, path):
   fig.tight_layout()
   fig.savefig(path, dpi=72)
   plt.close(fig)
+
+
+# --- Small batches at scale: synchronized BN on towers ------------------------------
+# REPLICAS towers of SMALL_BATCH_SIZE examples each (one logical CPU device
+# per tower): local statistics (each tower's 2 examples; tower 0's update)
+# against synchronized statistics (the global batch of 16) and one device
+# at batch 16. All three see the same 16 examples per step, at the learning
+# rate of a batch of 16. Towers on 2 cores are slow, hence the shorter run.
+REPLICAS = 8
+REPLICA_STEPS_DIVISOR = 10
+REPLICA_MODELS = (
+    Model(f'BN before ReLU, {REPLICAS} towers x batch {SMALL_BATCH_SIZE}, local statistics',
+          bn='before', batch_size=SMALL_BATCH_SIZE, replicas=REPLICAS),
+    Model(f'BN before ReLU, {REPLICAS} towers x batch {SMALL_BATCH_SIZE}, synchronized',
+          bn='before', batch_size=SMALL_BATCH_SIZE, replicas=REPLICAS, synchronized=True),
+    Model(f'BN before ReLU, one device, batch {REPLICAS * SMALL_BATCH_SIZE}', bn='before',
+          batch_size=REPLICAS * SMALL_BATCH_SIZE),
+)
+
+
+def replica_study(steps, seed, eval_every, progress=True):
+  """The small-batch study at scale; returns the Results of REPLICA_MODELS."""
+  return run(max(steps // REPLICA_STEPS_DIVISOR, 1), seed, eval_every, REPLICA_MODELS, progress)
 
 
 # --- Precise BN: tf1_bn.audit and tf1_bn.recompute_statistics on trained models -----
@@ -302,8 +370,11 @@ def main(argv=None):
   out.mkdir(parents=True, exist_ok=True)
   results = run(args.steps, args.seed, args.eval_every, after_training=precise_bn)
   studied = precise_study(results, args.steps, args.seed)
+  at_scale = replica_study(args.steps, args.seed, args.eval_every)
   text = '\n\n'.join([table(results), '## Precise BN', precise_table(studied),
-                       'Audit (before recomputing):', precise_audit_table(studied)])
+                       'Audit (before recomputing):', precise_audit_table(studied),
+                       f'## Small batches at scale ({at_scale[0].eval_steps[-1]} steps)',
+                       table(at_scale)])
   (out / 'demo.md').write_text(text + '\n', encoding='utf-8')
   plot(results, out / 'demo.png')
   print(text)

@@ -51,20 +51,21 @@ def load(seed=0, test_fraction=0.3, scale=True):
 
 
 def mlp(x, hidden=(128, 128), activation='relu', bn=None, dropout_rate=0.0, training=None,
-        bn_decay=0.9, seed=0, normalize=None):
+        bn_decay=0.9, seed=0, normalize=None, synchronized=False):
   """Logits of an MLP on `x`; BN before or after each activation.
 
   With `bn='before'` the dense layers have no bias: beta replaces it, and a
   bias would be cancelled by the mean subtraction anyway.
   Layer scopes: `dense<i>/`, `bn<i>`; dropout follows each hidden activation.
   `normalize(h, name)` replaces the default `bn_layer` (the pitfalls put the
-  legacy layer there).
+  legacy layer there); `synchronized` is the default layer's.
   """
   v.check_choice(bn, BN_PLACEMENTS, 'bn')
   v.check_choice(activation, tuple(ACTIVATIONS), 'activation')
   act = ACTIVATIONS[activation]
   if normalize is None:
-    normalize = lambda h, name: bn_layer(h, training=training, name=name, moving_decay=bn_decay)
+    normalize = lambda h, name: bn_layer(h, training=training, name=name, moving_decay=bn_decay,
+                                         synchronized=synchronized)
   h = x
   for i, width in enumerate(list(hidden) + [NUM_CLASSES]):
     last = i == len(hidden)
@@ -103,7 +104,11 @@ def cross_entropy(logits, labels):
       tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
-def single_thread_session(graph):
-  """A session whose results do not depend on thread scheduling."""
-  config = v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
+def single_thread_session(graph, devices=1):
+  """A session whose results do not depend on thread scheduling: one thread
+  per op, and, for towers on `devices` CPU devices, one inter-op thread per
+  device and one more (a collective waits for its peers on one)."""
+  config = v1.ConfigProto(intra_op_parallelism_threads=1,
+                          inter_op_parallelism_threads=1 if devices == 1 else devices + 1,
+                          device_count={'CPU': devices})
   return v1.Session(graph=graph, config=config)
