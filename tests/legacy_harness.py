@@ -60,8 +60,10 @@ def _kwargs(config):
 
 def _batches(config, count):
   rng = np.random.RandomState(config.get('seed', 0))
-  return [(rng.randn(*config['shape']) * (1.5 + 0.1 * i) + 0.7 * i).astype(config.get('dtype', 'float32'))
-          for i in range(count)]
+  # `scale` shrinks the spread, so a small epsilon matters against the variance.
+  spread = config.get('scale', 1.0)
+  return [(rng.randn(*config['shape']) * (1.5 + 0.1 * i) * spread + 0.7 * i).astype(
+      config.get('dtype', 'float32')) for i in range(count)]
 
 
 def _short(name):

@@ -46,6 +46,14 @@ def _grid():
                       training='python'))
   for fused in (None, False):
     configs.append(dict(base, id=f'float16_f{fused}', dtype='float16', kwargs={'fused': fused}))
+  # Epsilon as the installed TensorFlow's legacy layer uses it (no floor at
+  # 1.001e-5 on 2.12-2.21), on data whose variance (about 2e-4) makes a
+  # floor visible: 1e-6 against 1.001e-5 moves the outputs by 2%.
+  for epsilon in (1e-8, 1e-6, 1e-3):
+    for fused in (True, None):
+      for layout, axis in (('nhwc', -1), ('nchw', 1)):
+        configs.append(dict(base, id=f'eps{epsilon:g}_f{fused}_{layout}', scale=1e-2,
+                            kwargs={'epsilon': epsilon, 'fused': fused, 'axis': axis}))
   return configs
 
 

@@ -1,11 +1,14 @@
-"""Exported inference against float64 numpy where cancellation bites: channel
-means 0 to 6e4 against spreads 1e-3 to 3, and a constant channel (input equal
-to its moving mean 60000, variance 1e-18: the answer is beta exactly).
+"""Inference against float64 numpy where cancellation bites, in the session
+and in exports: channel means 0 to 6e4 against spreads 1e-3 to 3, and a
+constant channel (input equal to its moving mean 60000, variance 1e-18: the
+answer is beta exactly).
 
 `x * s + (beta - mean * s)` loses that channel (-0.84 instead of 0 with
-epsilon 1e-5: x * s and mean * s are about 2e7); the export must compute
-`(x - mean) * s + beta`. Each SavedModel is loaded in eager TensorFlow 2 and
-run; the session is not the reference (its own kernel is another matter).
+epsilon 1e-5: x * s and mean * s are about 2e7); every path must compute
+`(x - mean) * s + beta`: the session's XLA-compiled kernel, the native
+FusedBatchNormV3, `fused=False`, and exports (unfolded, where grappler's
+remapper would rewrite a frozen FusedBatchNormV3 into the cancelling form,
+and folded). Each SavedModel is loaded in eager TensorFlow 2 and run.
 """
 import numpy as np
 import pytest
@@ -41,27 +44,57 @@ def _data(shape, axis, dtype, rng):
   return (centre + spread * rng.randn(*shape)).astype(dtype)
 
 
-def _export(dtype, fold, export_dir, rng):
-  """One bn_layer per layout, in inference mode with the moving statistics set;
-  returns (inputs by signature name, the stored parameters)."""
+def _parameters(rng):
   variance = np.where(STDDEVS > 0, STDDEVS ** 2, CONSTANT_VARIANCE).astype(np.float32)
-  params = {'moving_mean': MEANS.astype(np.float32), 'moving_variance': variance,
-            'gamma': rng.uniform(0.5, 1.5, len(MEANS)).astype(np.float32),
-            'beta': rng.uniform(-1, 1, len(MEANS)).astype(np.float32)}
+  return {'moving_mean': MEANS.astype(np.float32), 'moving_variance': variance,
+          'gamma': rng.uniform(0.5, 1.5, len(MEANS)).astype(np.float32),
+          'beta': rng.uniform(-1, 1, len(MEANS)).astype(np.float32)}
+
+
+def _layers(dtype, rng, fused=None):
+  """One bn_layer per layout in the default graph, in inference mode; returns
+  (data and axis by name, placeholders by name, outputs by name)."""
   data, inputs, outputs = {}, {}, {}
+  for i, (rank, axis) in enumerate(LAYOUTS):
+    name = f'rank{rank}_axis{axis % rank}'
+    shape = _layout_shape(rank, axis, rng)
+    data[name] = (_data(shape, axis, dtype, rng), axis)
+    inputs[name] = v1.placeholder(tf.as_dtype(dtype), [None] + shape[1:], name=name)
+    outputs[name] = tf1_bn.bn_layer(inputs[name], axis=axis, eps=EPSILON, name=f'bn{i}',
+                                    fused=fused)
+  return data, inputs, outputs
+
+
+def _load(sess, params):
+  sess.run(v1.global_variables_initializer())
+  for variable in v1.global_variables():
+    variable.load(params[variable.op.name.split('/')[-1]], sess)
+
+
+def _export(dtype, fold, export_dir, rng):
+  """The layers exported with the moving statistics set; returns (inputs by
+  signature name, the stored parameters, the report)."""
+  params = _parameters(rng)
   with tf.Graph().as_default():
-    for i, (rank, axis) in enumerate(LAYOUTS):
-      name = f'rank{rank}_axis{axis % rank}'
-      shape = _layout_shape(rank, axis, rng)
-      data[name] = (_data(shape, axis, dtype, rng), axis)
-      inputs[name] = v1.placeholder(tf.as_dtype(dtype), [None] + shape[1:], name=name)
-      outputs[name] = tf1_bn.bn_layer(inputs[name], axis=axis, eps=EPSILON, name=f'bn{i}')
+    data, inputs, outputs = _layers(dtype, rng)
     with v1.Session() as sess:
-      sess.run(v1.global_variables_initializer())
-      for variable in v1.global_variables():
-        variable.load(params[variable.op.name.split('/')[-1]], sess)
+      _load(sess, params)
       report = tf1_bn.export_inference(sess, inputs, outputs, export_dir, fold=fold)
   return data, params, report
+
+
+def _check_outputs(outputs, data, params, dtype):
+  """Every output against numpy, per channel, relative to the channel's
+  largest |expected| (at least 1)."""
+  for name, (x, axis) in data.items():
+    expected = reference.normalize(x, params['moving_mean'], params['moving_variance'],
+                                   params['gamma'], params['beta'], EPSILON, axis)
+    assert outputs[name].dtype == dtype
+    actual = outputs[name].astype(np.float64)
+    moved = np.moveaxis(actual - expected, axis, 0).reshape(len(MEANS), -1)
+    scale = np.maximum(np.abs(np.moveaxis(expected, axis, 0).reshape(len(MEANS), -1)).max(1), 1)
+    worst = (np.abs(moved).max(1) / scale).max()
+    assert worst <= TOLERANCE[dtype], f'{name}: per-channel error {worst:.2e}'
 
 
 def _check_against_numpy(dtype, fold, tmp_path):
@@ -72,16 +105,25 @@ def _check_against_numpy(dtype, fold, tmp_path):
   graph_def = serve.graph.as_graph_def()
   ops = {n.op for n in graph_def.node} | {n.op for f in graph_def.library.function
                                           for n in f.node_def}
-  for name, (x, axis) in data.items():
-    expected = reference.normalize(x, params['moving_mean'], params['moving_variance'],
-                                   params['gamma'], params['beta'], EPSILON, axis)
-    actual = outputs[name].numpy().astype(np.float64)
-    assert outputs[name].dtype == tf.as_dtype(dtype)
-    moved = np.moveaxis(actual - expected, axis, 0).reshape(len(MEANS), -1)
-    scale = np.maximum(np.abs(np.moveaxis(expected, axis, 0).reshape(len(MEANS), -1)).max(1), 1)
-    worst = (np.abs(moved).max(1) / scale).max()
-    assert worst <= TOLERANCE[dtype], f'{name}: per-channel error {worst:.2e}'
+  _check_outputs({name: t.numpy() for name, t in outputs.items()}, data, params, dtype)
   return report, ops
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float16])
+@pytest.mark.parametrize('path', ['xla', 'native', 'unfused'])
+def test_session_inference_is_exact_with_large_means(monkeypatch, path, dtype):
+  if path == 'native':
+    monkeypatch.setattr(kernels, 'xla_inference_enabled', lambda: False)
+  elif path == 'xla' and not kernels.xla_inference_enabled():
+    pytest.skip('XLA is not usable here')
+  rng = np.random.RandomState(0)
+  params = _parameters(rng)
+  with tf.Graph().as_default():
+    data, inputs, outputs = _layers(dtype, rng, fused=False if path == 'unfused' else None)
+    with v1.Session() as sess:
+      _load(sess, params)
+      got = sess.run(outputs, {inputs[name]: x for name, (x, _) in data.items()})
+  _check_outputs(got, data, params, dtype)
 
 
 @pytest.mark.parametrize('fold', [False, True], ids=['unfolded', 'folded'])
