@@ -115,7 +115,7 @@ def test_collective_timeout_is_baked_into_the_ops():
     with tf.Graph().as_default() as graph:
       x = v1.placeholder(tf.float32, [None, 4])
       for i in range(2):
-        with tf1_bn.tower(i, 2), v1.variable_scope('m', reuse=i > 0):
+        with tf.device(f'/cpu:{i}'), tf1_bn.tower(i, 2), v1.variable_scope('m', reuse=i > 0):
           tf1_bn.bn_layer(x, training=True, synchronized=True)
       timeouts = {n.attr['timeout_seconds'].f for n in _collectives(graph)}
     assert timeouts == {7.5}
@@ -139,3 +139,18 @@ def test_bad_synchronized_arguments_build_nothing(front_end, kwargs, error, matc
         FRONT_ENDS[front_end](x, **kwargs)
     assert len(graph.get_operations()) == before
     assert not v1.global_variables()
+
+
+@pytest.mark.parametrize('devices', [(None, None), ('/cpu:1', '/device:CPU:1')])
+def test_two_towers_on_one_device_are_refused(devices):
+  # They would wait for each other's half of the all-sum until the timeout.
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [None, 4])
+    for i, device in enumerate(devices):
+      with tf.device(device), tf1_bn.tower(i, 2), v1.variable_scope('m', reuse=i > 0):
+        if i == 0:
+          tf1_bn.bn_layer(x, training=True, synchronized=True)
+        else:
+          with pytest.raises(ValueError, match=r"Replicas 0 and 1 of 2 .*'m/bn' on the same "
+                                               r'device.*tf\.device'):
+            tf1_bn.bn_layer(x, training=True, synchronized=True)

@@ -16,8 +16,8 @@ The collective is `CollectiveReduceV2`, called directly rather than through
 same instance key, so the replicas must build their layers in the same order;
 `register` checks that at build time. Each collective has a timeout
 (`set_collective_timeout`), so a replica that never runs its part (a fetch of
-one replica's outputs only, a tower missing a layer, two towers on one device)
-is an error naming the layer's op, not a hang.
+one replica's outputs only, a tower missing a layer) is an error naming the
+layer's op, not a hang; two towers on one device are refused while building.
 """
 import contextlib
 import dataclasses
@@ -188,6 +188,7 @@ class _Registry:
     self.calls = []
     self.next_call = {}  # replica index -> its next call number
     self.gradients_built = {}  # (call number, replica index) -> count
+    self.devices = {}  # call number -> {device: replica index}
 
 
 _registries = weakref.WeakKeyDictionary()
@@ -266,12 +267,33 @@ def register(replicas, layer, channels, synchronized):
   return LayerCall(replicas, layer, number, graph)
 
 
+def _check_device(call, op):
+  """Two replicas of one group on one device never pair up: their
+  collectives would wait for each other until the timeout. Caught when the
+  second one builds its first all-sum of a layer (the layer is then half
+  built: the setup, not an argument, is wrong)."""
+  device = tf.DeviceSpec.from_string(op.device or '').to_string()
+  registry = _registry(call.graph, call.replicas)
+  with _registries_lock:
+    seen = registry.devices.setdefault(call.number, {})
+    other = seen.setdefault(device, call.replicas.index)
+  if other != call.replicas.index:
+    raise ValueError(
+        f'Replicas {other} and {call.replicas.index} of {call.replicas.count} build '
+        f'synchronized layer {call.layer!r} on the same device ({device or "no device set"}): '
+        'their all-sums would wait for each other until the timeout. Build each tower under '
+        "its own tf.device(...), e.g. with tf.device(f'/gpu:{i}'), tf1_bn.tower(i, count).")
+
+
 def _collective_sum(tensor, call, key, name):
-  return tf.raw_ops.CollectiveReduceV2(
+  summed = tf.raw_ops.CollectiveReduceV2(
       input=tensor, group_size=tf.constant(call.replicas.count, tf.int32),
       group_key=tf.constant(call.replicas.group_key, tf.int32),
       instance_key=tf.constant(key, tf.int32), ordering_token=[], merge_op='Add',
       final_op='Id', communication_hint='auto', timeout_seconds=_timeout_seconds, name=name)
+  if key == call.key(FORWARD_SLOT):
+    _check_device(call, summed.op)
+  return summed
 
 
 def _op_name(call, suffix):
