@@ -436,3 +436,53 @@ def test_multi_worker_two_processes_on_loopback(tmp_path):
                        for name in ('bn/moving_mean', 'bn/moving_variance')}}
   _check_against_numpy(result, batches, dys, -1, 1e-5)
   _check_moving_like_single_device(result, 'bn_layer', batches, dys, -1)
+
+
+# --- real TF1 code: tf-slim's ResNet v1, unmodified, on towers ----------------------
+
+def _slim_resnet(images):
+  """tf_slim.nets.resnet_v1 with thin blocks under its own arg scope, every
+  slim.batch_norm synchronized through one more arg scope."""
+  import tf_slim
+  from tf_slim.nets import resnet_v1
+  blocks = [resnet_v1.resnet_v1_block('block1', base_depth=2, num_units=1, stride=2),
+            resnet_v1.resnet_v1_block('block2', base_depth=4, num_units=1, stride=1)]
+  with tf_slim.arg_scope(resnet_v1.resnet_arg_scope()), \
+      tf_slim.arg_scope([tf_slim.batch_norm], synchronized=True):
+    logits, _ = resnet_v1.resnet_v1(images, blocks, num_classes=5, is_training=True,
+                                    global_pool=True, scope='resnet')
+  return tf.reshape(logits, [-1, 5])
+
+
+def test_slim_resnet_on_towers_equals_one_device(tmp_path):
+  pytest.importorskip('tf_slim')
+  rng = np.random.RandomState(12)
+  images = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+  weights = rng.randn(4, 5).astype(np.float32)
+  with tf1_bn.patch_slim():
+    with tf.Graph().as_default():
+      x = v1.placeholder(tf.float32, [None, 32, 32, 3])
+      logits = _slim_resnet(x)
+      kernels = [v for v in v1.trainable_variables() if 'weights' in v.op.name]
+      grads = tf.gradients(tf.reduce_sum(logits * weights), kernels)
+      with v1.Session(config=replicated.session_config()) as sess:
+        sess.run(v1.global_variables_initializer())
+        want_logits, want_grads = sess.run([logits, grads], {x: images})
+        v1.train.Saver().save(sess, str(tmp_path / 'model'))
+    with tf.Graph().as_default():
+      xs = [v1.placeholder(tf.float32, [None, 32, 32, 3]) for _ in range(2)]
+      tower_logits, tower_grads = [], []
+      for i in range(2):
+        with tf.device(f'/cpu:{i}'), tf1_bn.tower(i, 2), \
+            v1.variable_scope(v1.get_variable_scope(), reuse=i > 0):
+          tower_logits.append(_slim_resnet(xs[i]))
+          kernels = [v for v in v1.trainable_variables() if 'weights' in v.op.name]
+          tower_grads.append(tf.gradients(
+              tf.reduce_sum(tower_logits[-1] * weights[2 * i:2 * i + 2]), kernels))
+      with v1.Session(config=replicated.session_config()) as sess:
+        v1.train.Saver().restore(sess, str(tmp_path / 'model'))
+        got_logits, got_grads = sess.run([tower_logits, tower_grads],
+                                         {xs[0]: images[:2], xs[1]: images[2:]})
+  assert max_relative_error(np.concatenate(got_logits), want_logits) < 1e-4
+  for got_a, got_b, want in zip(*got_grads, want_grads):
+    assert max_relative_error(got_a + got_b, want) < 1e-4
