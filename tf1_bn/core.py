@@ -300,6 +300,11 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
       x.dtype, axes, kernels.CUDNN_MIN_EPSILON)
   train_layout = _Layout(x.shape, axes, virtual_batch_size)
   synchronized = synchronized and call is not None
+  known = switch_lib.static_value(training)
+  builds_update = update and known is not False
+  # Local statistics under a strategy: averaged over the replicas for the
+  # update, so only when there is one.
+  averages_replicas = call is not None and not synchronized and builds_update
 
   def training_branch():
     if synchronized:
@@ -320,7 +325,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
     variance = statistics.convert_variance(variance, count, kind, moving.variance_kind)
     mean, variance = _like(mean, moving.mean), _like(variance, moving.variance)
     count = tf.cast(count, mean.dtype)
-    if call is not None and not synchronized:
+    if averages_replicas:
       mean, variance, count = _replica_average(call, mean, variance, count)
     # The statistics leave the cond for the update only: without the stop,
     # the cond's gradient would differentiate them too (with zero upstream
@@ -336,8 +341,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
     inference_outputs.append(y)
     return y, mean, variance, tf.zeros([], mean.dtype)
 
-  known = switch_lib.static_value(training)
-  if known is False or not update:
+  if not builds_update:
     outputs = switch_lib.switch(training, lambda: training_branch()[0],
                                 lambda: inference_branch()[0])
     outputs.set_shape(x.shape)
