@@ -10,7 +10,9 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
+# Both workers together; the caller (synchronized_cases) waits 240 s.
 WORKER_TIMEOUT_S = 200
 
 
@@ -56,16 +58,22 @@ def main(out):
   ports = _free_ports(2)
   workers = [subprocess.Popen([sys.executable, __file__, out, str(task), ','.join(map(str, ports))])
              for task in range(2)]
+  # One deadline for both, below the caller's timeout, and no worker left
+  # behind whatever happens (a worker waiting for its peer never returns).
+  deadline = time.monotonic() + WORKER_TIMEOUT_S
   codes = []
-  for worker in workers:
-    try:
-      codes.append(worker.wait(timeout=WORKER_TIMEOUT_S))
-    except subprocess.TimeoutExpired:
-      worker.kill()
-      codes.append('timeout')
-  if codes != [0, 0]:
+  try:
     for worker in workers:
-      worker.kill()
+      try:
+        codes.append(worker.wait(timeout=max(0.0, deadline - time.monotonic())))
+      except subprocess.TimeoutExpired:
+        codes.append('timeout')
+  finally:
+    for worker in workers:
+      if worker.poll() is None:
+        worker.kill()
+        worker.wait()
+  if codes != [0, 0]:
     sys.exit(f'workers exited with {codes}')
 
 

@@ -161,14 +161,36 @@ def test_float16(front_end):
   _check_moving_like_single_device(result, front_end, batches, dys, -1, tol=1e-5)
 
 
-def test_renorm_and_adjustment_match_single_device():
+def _adjustment(shape):
+  """A fixed per-channel scale and bias (tf.layers' adjustment)."""
+  channels = shape[-1]
+  ramp = tf.cast(tf.range(channels), tf.float32) / tf.cast(channels, tf.float32)
+  return 0.9 + 0.2 * ramp, 0.1 - 0.2 * ramp
+
+
+@pytest.mark.parametrize('extra', ['renorm', 'adjustment'])
+def test_renorm_and_adjustment_match_single_device(extra):
   rng = np.random.RandomState(8)
   batches = _batches(rng, (4, 2), (3, 3, 4))
   dys = _gradients_of(batches, rng)
-  kwargs = dict(axis=-1, renorm=True, renorm_clipping={'rmax': 2.0, 'rmin': 0.5, 'dmax': 1.0},
-                renorm_momentum=0.9, momentum=0.9)
+  kwargs = dict(axis=-1, momentum=0.9)
+  if extra == 'renorm':
+    kwargs.update(renorm=True, renorm_clipping={'rmax': 2.0, 'rmin': 0.5, 'dmax': 1.0},
+                  renorm_momentum=0.9)
+  else:
+    kwargs.update(adjustment=_adjustment)
   result = replicated.run('towers', 'batch_normalization', batches, dys, steps=3,
                           layer_kwargs=kwargs)
+  single = replicated.run('single', 'batch_normalization', [np.concatenate(batches)],
+                          [np.concatenate(dys)], synchronized=False, steps=3,
+                          layer_kwargs=kwargs)
+  # The last step's outputs and gradients, and the moving statistics.
+  for key in ('y', 'dx'):
+    got = np.concatenate([r[key] for r in result['replicas']])
+    assert max_relative_error(got, single['replicas'][0][key]) < 1e-5, key
+  for key in ('dgamma', 'dbeta'):
+    got = sum(r[key] for r in result['replicas'])
+    assert max_relative_error(got, single['replicas'][0][key]) < 1e-5, key
   _check_moving_like_single_device(result, 'batch_normalization', batches, dys, steps=3,
                                    **kwargs)
 
@@ -486,3 +508,37 @@ def test_slim_resnet_on_towers_equals_one_device(tmp_path):
   assert max_relative_error(np.concatenate(got_logits), want_logits) < 1e-4
   for got_a, got_b, want in zip(*got_grads, want_grads):
     assert max_relative_error(got_a + got_b, want) < 1e-4
+
+
+# --- restore and recompute under a strategy ---------------------------------------------
+
+def test_restore_and_recompute_write_every_copy_under_a_strategy(tmp_path):
+  rng = np.random.RandomState(13)
+  batches = _batches(rng, (4, 3), (5,))
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [None, 5])
+    tf1_bn.bn_layer(x, name='bn')  # local, one device: the checkpoint
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      saved = {}
+      for variable in v1.global_variables():
+        saved[variable.op.name] = rng.uniform(0.5, 2.0, 5).astype(np.float32)
+        variable.load(saved[variable.op.name], sess)
+      v1.train.Saver().save(sess, str(tmp_path / 'model'))
+  with tf.Graph().as_default():
+    built = replicated.build('mirrored', 'bn_layer', [b.shape for b in batches])
+    strategy = built['strategy']
+    variables = {v.name.split(':')[0]: v for v in v1.global_variables()}
+    with v1.Session(config=replicated.session_config()) as sess:
+      sess.run(v1.global_variables_initializer())
+      tf1_bn.restore(sess, str(tmp_path / 'model'))
+      for name, value in saved.items():
+        for copy in strategy.experimental_local_results(variables[name]):
+          np.testing.assert_array_equal(sess.run(copy), value)
+      feed = {built['training']: True, **dict(zip(built['x'], batches))}
+      tf1_bn.recompute_statistics(sess, [feed])
+      mean, var = moments(np.concatenate(batches), -1)
+      for name, want in (('bn/moving_mean', mean), ('bn/moving_variance', var)):
+        copies = [sess.run(c) for c in strategy.experimental_local_results(variables[name])]
+        assert copies[0].tobytes() == copies[1].tobytes()
+        assert max_relative_error(copies[0], want) < 1e-6

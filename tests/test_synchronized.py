@@ -83,9 +83,9 @@ def test_local_layers_in_towers_add_no_collective_and_tower_zero_updates():
     ((1.0, 2), TypeError, '`index` must be an int'),
     ((0, '2'), TypeError, '`count` must be an int'),
     ((True, 2), TypeError, '`index` must be an int'),
-    ((0, 0), ValueError, '`count` must be at least 1'),
-    ((2, 2), ValueError, r'`index` must be in \[0, 1\] for count=2, received 2'),
-    ((-1, 2), ValueError, '`index` must be in'),
+    ((0, 0), ValueError, '`count` must be an int >= 1, received 0'),
+    ((2, 2), ValueError, r'`index` must be an int in \[0, 1\], received 2'),
+    ((-1, 2), ValueError, r'`index` must be an int in \[0, 1\]'),
 ])
 def test_tower_arguments(args, error, match):
   with pytest.raises(error, match=match):
@@ -101,10 +101,17 @@ def test_towers_do_not_nest():
   assert replicas.current() is None
 
 
-@pytest.mark.parametrize('seconds', [0, -1, float('inf'), float('nan'), 'ten', True])
-def test_collective_timeout_must_be_positive_and_finite(seconds):
+@pytest.mark.parametrize('seconds,error,match', [
+    (0, ValueError, '`seconds` must be > 0, received 0'),
+    (-1, ValueError, '`seconds` must be > 0'),
+    (float('inf'), ValueError, '`seconds` must be a finite number'),
+    (float('nan'), ValueError, '`seconds` must be a finite number'),
+    ('ten', TypeError, "`seconds` must be a float, received 'ten'"),
+    (True, TypeError, '`seconds` must be a float, received True'),
+])
+def test_collective_timeout_must_be_positive_and_finite(seconds, error, match):
   before = tf1_bn.collective_timeout()
-  with pytest.raises(ValueError, match='`seconds` must be a positive, finite number'):
+  with pytest.raises(error, match=match):
     tf1_bn.set_collective_timeout(seconds)
   assert tf1_bn.collective_timeout() == before
 

@@ -69,6 +69,24 @@ def test_every_assign_runs_after_the_layer_output(path):
   del y
 
 
+@pytest.mark.parametrize('path', sorted(PATHS))
+def test_every_assign_runs_after_the_layer_output_with_a_python_bool(path):
+  # No cond: the layer's output op itself must be a control input on the
+  # way to every assign (for an inline update, the output the update
+  # precedes is an identity of it).
+  with tf.Graph().as_default() as graph:
+    x = v1.placeholder(tf.float32, [4, 3, 3, 5])
+    before = set(graph.get_operations())
+    y = PATHS[path](x, True)
+    assigns = [op for op in _assign_ops(set(graph.get_operations()) - before)
+               if '/Initializer/' not in op.name and not op.name.endswith('/Assign')]
+    assert assigns, 'no update built'
+    raw = y.op.inputs[0].op if y.op.type == 'Identity' else y.op
+    for op in assigns:
+      ancestors = update_ops._ancestors([op])
+      assert any(raw in a.control_inputs for a in ancestors), op.name
+
+
 def _renorm_reference(batches, momentum, renorm_momentum, epsilon, clipping):
   """tf.layers' batch renorm, step by step, in float64 (gamma 1, beta 0)."""
   channels = batches[0].shape[-1]

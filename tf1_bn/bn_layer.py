@@ -102,7 +102,7 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
   reuse = v.check_reuse(reuse)
   if fused is not None:
     v.check_bool(fused, 'fused')
-  synchronized = v.check_bool(synchronized, 'synchronized')
+  synchronized = v.check_synchronized(synchronized)
   v.check_name(name, optional=False)
 
   param_shape = [shape[a] for a in axes]

@@ -28,6 +28,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tf1_bn import assignment
 from tf1_bn import validation as v
 from tf1_bn.errors import CheckpointError, RestoreError
 
@@ -562,7 +563,7 @@ def restore(sess, ckpt_path, var_list=None):
         sources[name] = (name, None)
       else:
         missing.append(name)
-  feeds, mismatched = {}, []
+  assignments, mismatched = {}, []
   for name, (source_name, source_layer) in sources.items():
     variable = by_name[name]
     value = values[source_name]
@@ -575,7 +576,7 @@ def restore(sess, ckpt_path, var_list=None):
       else:
         mismatched.append(f'{name} {shape} <- {source_name} {list(value.shape)}')
         continue
-    feeds[variable.initializer.inputs[1]] = value.astype(variable.dtype.base_dtype.as_numpy_dtype)
+    assignments[variable] = value
   if missing or mismatched:
     raise RestoreError(
         f'Restoring {prefix!r}: '
@@ -584,7 +585,7 @@ def restore(sess, ckpt_path, var_list=None):
         + (f'Shapes differ: {"; ".join(mismatched)}. ' if mismatched else '')
         + f'The checkpoint holds BN layers {[l.path for l in checkpoint_layers]}. Nothing was '
         'restored.', missing=sorted(missing))
-  sess.run([by_name[name].initializer for name in sources], feeds)
+  assignment.assign_by_feeding(sess, assignments)
   return {name: source for name, (source, _) in sources.items()}
 
 

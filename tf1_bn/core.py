@@ -200,25 +200,6 @@ def _synchronized_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, 
   return y, mean, variance, count
 
 
-def _replica_average(call, mean, variance, count):
-  """Local statistics under a strategy: the average over the replicas with a
-  usable batch, so every replica's copy of the moving statistics receives
-  the same update. Returns (mean, variance, number of replicas averaged)."""
-  usable = tf.logical_and(count > 0, tf.logical_and(_all_finite(mean), _all_finite(variance)))
-  weight = tf.cast(usable, mean.dtype)
-  zeros = tf.zeros_like(mean)
-  packed = tf.concat([tf.reshape(tf.where(usable, mean, zeros), [-1]),
-                      tf.reshape(tf.where(usable, variance, zeros), [-1]),
-                      tf.reshape(weight, [1])], 0)
-  total = replicas_lib.all_sum_constant(packed, call, replicas_lib.UPDATE_SLOT,
-                                        'cross_replica_update_sum')
-  size = tf.size(mean)
-  replicas = total[2 * size]
-  divisor = tf.maximum(replicas, 1)
-  return (tf.reshape(total[:size], tf.shape(mean)) / divisor,
-          tf.reshape(total[size:2 * size], tf.shape(variance)) / divisor, replicas)
-
-
 def _renorm_correction(renorm, mean, variance, epsilon, dtype, layout):
   """The r and d corrections of batch renorm, from the pre-update averages."""
   stddev = tf.sqrt(variance + epsilon)
@@ -295,9 +276,8 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   stat_dtype = tf.float32 if x.dtype in HALF_DTYPES else x.dtype
   general = (moving.renorm is not None or virtual_batch_size is not None or
              adjustment is not None or batch_weights is not None)
-  use_fused = fused is not False and kernels.fused_applies(x.dtype, axes, epsilon, general)
-  use_fused_inference = fused is not False and kernels.fused_applies(
-      x.dtype, axes, kernels.CUDNN_MIN_EPSILON)
+  use_fused = fused is not False and kernels.fused_applies(x.dtype, axes, general)
+  use_fused_inference = fused is not False and kernels.fused_applies(x.dtype, axes)
   train_layout = _Layout(x.shape, axes, virtual_batch_size)
   synchronized = synchronized and call is not None
   known = switch_lib.static_value(training)
@@ -326,7 +306,12 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
     mean, variance = _like(mean, moving.mean), _like(variance, moving.variance)
     count = tf.cast(count, mean.dtype)
     if averages_replicas:
-      mean, variance, count = _replica_average(call, mean, variance, count)
+      mean, variance, count = statistics.replica_average(call, mean, variance, count)
+      # Before the layer's output: then every replica runs the collectives of
+      # consecutive layers in one order (NCCL needs that; the data orders
+      # every other all-sum).
+      with tf.control_dependencies([count]):
+        y = tf.identity(y)
     # The statistics leave the cond for the update only: without the stop,
     # the cond's gradient would differentiate them too (with zero upstream
     # gradients, through the all-sum of a synchronized layer).

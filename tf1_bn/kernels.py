@@ -35,13 +35,11 @@ import tensorflow as tf
 from tf1_bn.log import warn_once
 from tf1_bn.validation import FUSED_DTYPES
 
-# cuDNN before 7.5 rejected epsilon below 1e-5 (and float32(1e-5) rounds
-# below it): with a GPU, a smaller epsilon trains on the general path and
-# infers with the difference moved into the variance, so the result is that
-# of the exact epsilon. (tf.compat.v1.nn.fused_batch_norm itself raised
-# epsilon to this value until TensorFlow 2.x removed the floor; none of the
-# releases 2.12 to 2.21 has it.)
-CUDNN_MIN_EPSILON = 1.001e-5
+# No epsilon floor: cuDNN before 7.5 rejected epsilon below 1e-5, and
+# tf.compat.v1.nn.fused_batch_norm raised it to 1.001e-5 for that; cuDNN 7.5
+# lowered its minimum to 0, the TensorFlow releases this library supports
+# (2.16+) build against cuDNN 8.9 or later, and none of the releases 2.12 to
+# 2.21 floors epsilon any more.
 # '0' turns the XLA inference transform off.
 XLA_ENV = 'TF1_BN_XLA'
 
@@ -50,11 +48,9 @@ def gpu_present():
   return bool(tf.config.list_physical_devices('GPU'))
 
 
-def fused_applies(dtype, axes, epsilon, general=False):
-  """Whether the fused kernel can compute this layer's training path."""
-  if general or len(axes) != 1 or dtype not in FUSED_DTYPES:
-    return False
-  return epsilon >= CUDNN_MIN_EPSILON or not gpu_present()
+def fused_applies(dtype, axes, general=False):
+  """Whether the fused kernel can compute this layer's path."""
+  return not general and len(axes) == 1 and dtype in FUSED_DTYPES
 
 
 def _to_4d(x, axis):
@@ -104,10 +100,6 @@ def fused_normalize(x, axis, scale, offset, mean, variance, epsilon, training):
   """
   scale, offset, mean, variance = _float32_parameters(
       x, axis, scale, offset, None if training else mean, variance)
-  if not training and epsilon < CUDNN_MIN_EPSILON and gpu_present():
-    # var + eps is what matters: move the difference into the variance.
-    variance = variance + (epsilon - CUDNN_MIN_EPSILON)
-    epsilon = CUDNN_MIN_EPSILON
   x4, data_format = _to_4d(x, axis)
   y, batch_mean, batch_variance = tf.raw_ops.FusedBatchNormV3(
       x=x4, scale=scale, offset=offset, mean=mean, variance=variance,
@@ -226,13 +218,14 @@ def fused_inference(x, axis, scale, offset, mean, variance, epsilon):
 
 def fused_local_moments(x, axis):
   """This replica's batch mean and sample variance per channel of `axis`
-  (float32), from the fused kernel: one pass over `x`, float32 accumulation
-  for 16-bit inputs. An empty batch gives NaN."""
+  (float32), from the fused training kernel: float32 accumulation for 16-bit
+  inputs; the kernel also writes a normalized output, discarded (epsilon
+  only affects that). An empty batch gives NaN."""
   channels = x.shape[axis]
   x4, data_format = _to_4d(x, axis)
   _, mean, variance = tf.raw_ops.FusedBatchNormV3(
       x=x4, scale=tf.ones([channels], tf.float32), offset=tf.zeros([channels], tf.float32),
-      mean=tf.constant([], tf.float32), variance=tf.constant([], tf.float32), epsilon=0.0,
+      mean=tf.constant([], tf.float32), variance=tf.constant([], tf.float32), epsilon=1e-3,
       exponential_avg_factor=1.0, data_format=data_format, is_training=True)[:3]
   return tf.stop_gradient(mean), tf.stop_gradient(variance)
 
@@ -257,7 +250,8 @@ def synchronized_normalize(x, axis, scale, offset, mean, variance, count, epsilo
   """Training-mode batch norm of `x` with the global batch's statistics.
 
   The forward pass is the inference transform on `mean` and `variance`
-  (the global batch's, already all-summed): one pass over `x`. The gradient
+  (the global batch's, already all-summed; computing the replica's own
+  moments took a pass of its own): one more pass over `x`. The gradient
   is the one of batch norm over the global batch of `count` values per
   channel,
 

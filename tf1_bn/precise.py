@@ -32,8 +32,10 @@ How it runs, and why:
   (bytes identical, also when the pass fails), and only then are the
   recomputed values assigned.
 
-Single-replica graphs only: a synchronized (cross-replica) BN layer's
-statistics are those of all replicas' batches, which this pass does not see.
+Replicas (towers, tf.distribute strategies): a layer's calls on every
+replica share its variables, so their inputs merge into the global batch's
+statistics, and every replica's copy of a variable receives them. Each feed
+must feed every replica (a synchronized layer's peers wait for each other).
 """
 import collections
 import dataclasses
@@ -45,6 +47,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import tensorflow as tf
 
+from tf1_bn import assignment
 from tf1_bn import core
 from tf1_bn import switch as switch_lib
 from tf1_bn import validation as v
@@ -455,11 +458,6 @@ class Report:
 
 
 # --- the pass ------------------------------------------------------------------------
-def _check_session(sess):
-  if not isinstance(sess, (v1.Session, v1.InteractiveSession)):
-    raise TypeError(f'`sess` must be a tf.compat.v1.Session, received {sess!r}.')
-
-
 def _iterate(feeds):
   if isinstance(feeds, Mapping):
     raise TypeError('`feeds` must be an iterable of feed dicts, one per batch; received a single '
@@ -508,14 +506,8 @@ def _read(sess, variables):
 
 
 def _assign(sess, variables, values):
-  """Writes numpy values into variables (by name) by feeding their
-  initializers' values: no new op, so a finalized graph works too."""
-  feeds = {}
-  for name, value in values.items():
-    variable = variables[name]
-    feeds[variable.initializer.inputs[1]] = np.asarray(value).astype(
-        variable.dtype.base_dtype.as_numpy_dtype).reshape(variable.shape.as_list())
-  sess.run([variables[name].initializer for name in values], feeds)
+  """Writes numpy values into variables (by name), every replica's copy."""
+  assignment.assign_by_feeding(sess, {variables[name]: value for name, value in values.items()})
 
 
 class _Pass:
@@ -677,7 +669,7 @@ def _new_values(layer, report, snapshot):
 
 
 def _recompute(sess, feeds, estimator, assign, outputs, progress, audited):
-  _check_session(sess)
+  v.check_session(sess)
   v.check_choice(estimator, ESTIMATORS, 'estimator')
   assign = v.check_bool(assign, 'assign')
   if progress is not None:
@@ -723,7 +715,7 @@ def recompute_statistics(sess, feeds, estimator='population', assign=True, *, pr
   runs and no trainable variable changes; inline updates that ran are undone
   (bytes identical) before anything is assigned. One pass, whatever the number
   of layers; `feeds` may be a generator. Adds no op: a finalized graph works.
-  Single-replica graphs only.
+  On replicas, each feed dict feeds every replica.
 
   Feed large batches when you can: in training mode each layer's input is
   normalized by the layers before it with the batch's own statistics; with

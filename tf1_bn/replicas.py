@@ -29,6 +29,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tf1_bn import validation as v
+
 # Far above the group keys tf.distribute allocates (1, 2, ...), so a
 # strategy's own all-reduces never share a group with these.
 STRATEGY_GROUP_KEY_BASE = 0x7F1B0000
@@ -61,10 +63,8 @@ def set_collective_timeout(seconds):
     The previous timeout.
   """
   global _timeout_seconds
-  if (not isinstance(seconds, numbers.Real) or isinstance(seconds, (bool, np.bool_))
-      or not np.isfinite(seconds) or seconds <= 0):
-    raise ValueError(f'`seconds` must be a positive, finite number, received {seconds!r}.')
-  previous, _timeout_seconds = _timeout_seconds, float(seconds)
+  seconds = v.check_positive(seconds, 'seconds')
+  previous, _timeout_seconds = _timeout_seconds, seconds
   return previous
 
 
@@ -99,14 +99,8 @@ def tower(index, count):
     index: this tower, 0 <= index < count.
     count: the number of towers (1 is a single device: local statistics).
   """
-  for value, arg_name in ((index, 'index'), (count, 'count')):
-    if not isinstance(value, (numbers.Integral, np.integer)) or isinstance(value, (bool, np.bool_)):
-      raise TypeError(f'`{arg_name}` must be an int, received {value!r} '
-                      f'({type(value).__name__}).')
-  if count < 1:
-    raise ValueError(f'`count` must be at least 1, received {count}.')
-  if not 0 <= index < count:
-    raise ValueError(f'`index` must be in [0, {count - 1}] for count={count}, received {index}.')
+  count = v.check_integer(count, 'count', low=1)
+  index = v.check_integer(index, 'index', low=0, high=count - 1)
   stack = _tower_stack()
   if stack:
     raise ValueError(f'tf1_bn.tower({index}, {count}) inside tf1_bn.tower{stack[-1]}: towers '
@@ -114,7 +108,7 @@ def tower(index, count):
   if _strategy_replica_context() is not None:
     raise ValueError('tf1_bn.tower() inside a tf.distribute replica context: the strategy '
                      'already says which replica this is; use one or the other.')
-  stack.append((int(index), int(count)))
+  stack.append((index, count))
   try:
     yield
   finally:
@@ -298,9 +292,11 @@ def _collective_sum(tensor, call, key, name):
 
 def _op_name(call, suffix):
   # Inside a cond branch an op's name loses the enclosing scopes; spelling
-  # the layer out there keeps it in the timeout error.
+  # the layer out there keeps it in the timeout error. Outside, the name
+  # scope already ends with the layer (uniquified for a reused scope:
+  # `model_1/bn` for the layer `model/bn`).
   scope = tf.compat.v1.get_default_graph().get_name_scope()
-  if scope == call.layer or scope.endswith('/' + call.layer):
+  if scope.rpartition('/')[2] == call.layer.rpartition('/')[2]:
     return suffix
   return f'{call.layer}/{suffix}'
 

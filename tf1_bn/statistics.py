@@ -136,24 +136,47 @@ def _global_moments(mean, variance, count, shift, call, differentiable):
   # An empty batch's moments are NaN: it contributes nothing.
   sum_shifted = tf.where(nonempty, count * centered, zeros)
   sum_squares = tf.where(nonempty, count * (tf.cast(variance, wide) + tf.square(centered)), zeros)
-  packed = tf.concat([tf.reshape(sum_shifted, [-1]), tf.reshape(sum_squares, [-1]),
-                      tf.reshape(count, [1])], 0)
-  if differentiable:
-    total = replicas_lib.all_sum(packed, call)
-  else:
-    total = replicas_lib.all_sum_constant(packed, call, replicas_lib.FORWARD_SLOT,
-                                          'cross_replica_sum')
-  channels = (tf.size(total) - 1) // 2
-  kept_shape = tf.shape(sum_shifted)
-  total_count = total[2 * channels]
+  total_shifted, total_squares, total_count = _all_sum_packed(
+      [sum_shifted, sum_squares], count, call, replicas_lib.FORWARD_SLOT, 'cross_replica_sum',
+      differentiable)
   # A safe divisor: the 0/0 of an all-empty global batch would also poison
   # the gradient of the branch tf.where does not take.
   divisor = tf.where(total_count > 0, total_count, tf.ones_like(total_count))
-  mean_shifted = tf.reshape(total[:channels], kept_shape) / divisor
-  global_variance = tf.nn.relu(tf.reshape(total[channels:2 * channels], kept_shape) / divisor
-                               - tf.square(mean_shifted))
+  mean_shifted = total_shifted / divisor
+  global_variance = tf.nn.relu(total_squares / divisor - tf.square(mean_shifted))
   return (tf.cast(shift + mean_shifted, dtype), tf.cast(global_variance, dtype),
           tf.cast(total_count, dtype))
+
+
+def _all_sum_packed(per_channel, scalar, call, slot, name, differentiable=False):
+  """Sums tensors of one shape and a scalar over the replicas with one
+  collective; returns them summed, in the same shapes."""
+  packed = tf.concat([tf.reshape(t, [-1]) for t in per_channel] + [tf.reshape(scalar, [1])], 0)
+  if differentiable:
+    total = replicas_lib.all_sum(packed, call, slot, name)
+  else:
+    total = replicas_lib.all_sum_constant(packed, call, slot, name)
+  size = tf.size(per_channel[0])
+  shape = tf.shape(per_channel[0])
+  summed = [tf.reshape(total[i * size:(i + 1) * size], shape) for i in range(len(per_channel))]
+  return summed + [total[len(per_channel) * size]]
+
+
+def replica_average(call, mean, variance, count):
+  """Local statistics under a strategy: their average over the replicas
+  with a usable batch, so that every replica's copy of the moving statistics
+  receives the same update (the mean of the replicas' updates).
+
+  Returns (mean, variance, the number of replicas averaged).
+  """
+  usable = tf.logical_and(count > 0, tf.logical_and(tf.reduce_all(tf.math.is_finite(mean)),
+                                                    tf.reduce_all(tf.math.is_finite(variance))))
+  zeros = tf.zeros_like(mean)
+  total_mean, total_variance, replicas = _all_sum_packed(
+      [tf.where(usable, mean, zeros), tf.where(usable, variance, zeros)],
+      tf.cast(usable, mean.dtype), call, replicas_lib.UPDATE_SLOT, 'cross_replica_update_sum')
+  divisor = tf.maximum(replicas, 1)
+  return total_mean / divisor, total_variance / divisor, replicas
 
 
 def sample_to_population(variance, count):
