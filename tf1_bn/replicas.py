@@ -312,8 +312,7 @@ def all_sum(tensor, call, slot=FORWARD_SLOT, name='cross_replica_sum'):
 
     def gradient(upstream):
       with tf.device(device):
-        return _collective_sum(upstream, call, call.gradient_key(),
-                               _op_name(call, name + '_gradient'))
+        return gradient_all_sum(upstream, call, name + '_gradient')
 
     return result, gradient
 
