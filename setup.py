@@ -18,5 +18,5 @@ setup(
         # the real slim batch_norm; tf-slim's own nets test tf1_bn.patch_slim().
         'test': DEMO + ['pytest>=7', 'tf-keras>=2.16', 'tf-slim==1.1.0'],
     },
-    entry_points={'console_scripts': ['tf1-bn=tf1_bn.cli:main']},
+    entry_points={'console_scripts': ['tf1-bn=tf1_bn.studies.cli:main']},
 )

@@ -1,7 +1,7 @@
 """Reproduces the classic pitfalls: `python scripts/pitfalls.py [--only NAME ...]` (same as `tf1-bn pitfalls`)."""
 import sys
 
-from tf1_bn import pitfalls
+from tf1_bn.studies import pitfalls
 
 if __name__ == '__main__':
   sys.exit(pitfalls.main())

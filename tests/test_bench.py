@@ -1,7 +1,7 @@
 """The benchmark runs end to end on tiny shapes (no timing is asserted)."""
 import numpy as np
 
-from tf1_bn import bench
+from tf1_bn.studies import bench
 
 
 def test_benchmark_runs_on_tiny_shapes_and_writes_its_outputs(tmp_path):

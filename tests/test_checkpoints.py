@@ -10,7 +10,8 @@ import tensorflow as tf
 
 import reference
 import tf1_bn
-from tf1_bn import checkpoints, cli
+from tf1_bn.deploy import checkpoints
+from tf1_bn.studies import cli
 
 v1 = tf.compat.v1
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'

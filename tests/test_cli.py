@@ -1,7 +1,7 @@
 """The `tf1-bn` command: every subcommand has --help and runs its module."""
 import pytest
 
-from tf1_bn import cli
+from tf1_bn.studies import cli
 
 
 @pytest.mark.parametrize('command', sorted(cli.COMMANDS))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import reference
-from tf1_bn import cli, demo, digits
+from tf1_bn.studies import cli, demo, digits
 
 
 def test_default_demo_prints_the_table_and_writes_the_plot(tmp_path, capsys):

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 import tf1_bn
-from tf1_bn import log
-from tf1_bn import kernels
+from tf1_bn.common import log
+from tf1_bn.bn import kernels
 from reference import broadcast, max_relative_error, normalize, reduction_axes
 
 v1 = tf.compat.v1

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 import reference
-from tf1_bn import legacy, pitfalls
+from tf1_bn.studies import legacy_child as legacy, pitfalls
 
 
 @pytest.fixture(scope='module')
 def outcomes(tmp_path_factory):
   path = tmp_path_factory.mktemp('pitfalls') / 'outcomes.json'
   env = {k: v for k, v in os.environ.items() if k != 'TF_USE_LEGACY_KERAS'}
-  completed = subprocess.run([sys.executable, '-m', 'tf1_bn.pitfalls', '--json', str(path)],
+  completed = subprocess.run([sys.executable, '-m', 'tf1_bn.studies.pitfalls', '--json', str(path)],
                              env=env, capture_output=True, text=True, timeout=600)
   assert completed.returncode == 0, completed.stdout + completed.stderr
   return {o['key']: o for o in json.loads(path.read_text())}, completed.stdout

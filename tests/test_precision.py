@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import reference
 import tf1_bn
-from tf1_bn import kernels
+from tf1_bn.bn import kernels
 
 v1 = tf.compat.v1
 EPSILON = 1e-5

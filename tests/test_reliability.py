@@ -29,7 +29,8 @@ import tensorflow as tf
 
 import reference
 import tf1_bn
-from tf1_bn import checkpoints, cli
+from tf1_bn.deploy import checkpoints
+from tf1_bn.studies import cli
 
 v1 = tf.compat.v1
 UPDATE_OPS = v1.GraphKeys.UPDATE_OPS
@@ -923,7 +924,7 @@ _NATIVE_LOG = re.compile(r'^([IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log message
 def test_the_command_in_a_process_of_its_own(tmp_path):
   """`tf1-bn inspect` as a script runs it: status 2, one line, no traceback."""
   prefix, damaged_file, reason = _damaged_checkpoint(tmp_path, 'garbage_index')
-  result = subprocess.run([sys.executable, '-m', 'tf1_bn.cli', 'inspect', prefix],
+  result = subprocess.run([sys.executable, '-m', 'tf1_bn.studies.cli', 'inspect', prefix],
                           capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
                           env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
   assert result.returncode == 2

@@ -40,7 +40,7 @@ def patched():
 
 def _slim_batch_norm_module():
   import importlib
-  return importlib.import_module(tf1_bn.slim_patch.SLIM_LAYERS_MODULE)
+  return importlib.import_module(tf1_bn.legacy.slim_patch.SLIM_LAYERS_MODULE)
 
 
 # --- structure: what the real slim builds, recorded ---------------------------
@@ -127,7 +127,7 @@ def test_references_taken_before_the_patch_call_tf1_bn(graph):
   with tf1_bn.patch_slim():
     taken_early(x, is_training=False)
   # tf1_bn registers every inference transform for export; slim's never did.
-  assert len(v1.get_collection(tf1_bn.core.INFERENCE_RECORDS_KEY)) == 1
+  assert len(v1.get_collection(tf1_bn.bn.core.INFERENCE_RECORDS_KEY)) == 1
 
 
 def test_patch_is_idempotent_and_reversible(graph):
@@ -136,7 +136,7 @@ def test_patch_is_idempotent_and_reversible(graph):
   x = v1.placeholder(tf.float32, [None, 3])
   try:
     first, second = tf1_bn.patch_slim(), tf1_bn.patch_slim()
-    assert first.applied and not second.applied and tf1_bn.slim_patch.slim_is_patched()
+    assert first.applied and not second.applied and tf1_bn.legacy.slim_patch.slim_is_patched()
     with tf1_bn.patch_slim() as nested:  # already patched: leaves it patched on exit
       assert not nested.applied
     tf_slim.batch_norm(x)
@@ -145,7 +145,7 @@ def test_patch_is_idempotent_and_reversible(graph):
   finally:
     tf1_bn.unpatch_slim()
   tf1_bn.unpatch_slim()  # a no-op when not patched
-  assert not tf1_bn.slim_patch.slim_is_patched()
+  assert not tf1_bn.legacy.slim_patch.slim_is_patched()
   assert layers.batch_norm.__closure__[0].cell_contents is original
   assert not hasattr(tf1_bn.batch_norm, '_key_op')
   with pytest.raises(ValueError, match='not decorated with @add_arg_scope'):
@@ -153,14 +153,14 @@ def test_patch_is_idempotent_and_reversible(graph):
       pass
   with tf1_bn.patch_slim() as scoped:
     assert scoped.applied
-  assert not tf1_bn.slim_patch.slim_is_patched()
+  assert not tf1_bn.legacy.slim_patch.slim_is_patched()
 
 
 def test_without_tf_slim_patch_slim_says_how_to_install(monkeypatch):
   monkeypatch.setitem(sys.modules, 'tf_slim', None)  # find_spec then reports it missing
   with pytest.raises(ImportError, match=r'pip install tf-slim==1\.1\.0'):
     tf1_bn.patch_slim()
-  assert not tf1_bn.slim_patch.slim_is_patched()
+  assert not tf1_bn.legacy.slim_patch.slim_is_patched()
 
 
 def test_tf1_bn_never_imports_tf_slim_at_import_time():

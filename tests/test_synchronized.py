@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import tf1_bn
-from tf1_bn import replicas
+from tf1_bn.bn import replicas
 
 v1 = tf.compat.v1
 HERE = os.path.dirname(os.path.abspath(__file__))

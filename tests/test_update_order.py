@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import tf1_bn
 from reference import max_relative_error, moments
-from tf1_bn import update_ops
+from tf1_bn.bn import update_ops
 
 v1 = tf.compat.v1
 UPDATE_OPS = v1.GraphKeys.UPDATE_OPS

@@ -30,10 +30,10 @@ import sys
 
 import tensorflow as tf
 
-from tf1_bn import core
-from tf1_bn import layers
-from tf1_bn import switch as switch_lib
-from tf1_bn import validation as v
+from tf1_bn.bn import core
+from tf1_bn.legacy import layers_bn as layers
+from tf1_bn.bn import switch as switch_lib
+from tf1_bn.common import validation as v
 
 DATA_FORMATS = ('NHWC', 'NCHW')
 UPDATE_OPS = tf.compat.v1.GraphKeys.UPDATE_OPS
@@ -165,7 +165,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   `slim.arg_scope([slim.batch_norm], ...)` (after `tf1_bn.patch_slim()`) it
   takes the scope's defaults, as slim's does. `synchronized=True` (not in
   slim) computes the training statistics over the global batch of every
-  replica: see `tf1_bn.replicas`.
+  replica: see `tf1_bn.bn.replicas`.
   """
   v.check_graph_mode('batch_norm')
   _check_data_format(data_format)

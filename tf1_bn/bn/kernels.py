@@ -18,7 +18,7 @@ path: one normalized axis, float16, bfloat16 or float32 input.
 * Inference with a GPU: `FusedBatchNormV3` (cuDNN is one pass already, and
   XLA on a GPU needs CUDA's libdevice at run time).
 * Synchronized training (statistics of the global batch, see
-  `tf1_bn.replicas`): the inference transform above on the global
+  `tf1_bn.bn.replicas`): the inference transform above on the global
   statistics, with a custom gradient that needs only two per-channel sums
   all-summed across replicas.
 
@@ -32,8 +32,8 @@ import os
 
 import tensorflow as tf
 
-from tf1_bn.log import warn_once
-from tf1_bn.validation import FUSED_DTYPES
+from tf1_bn.common.log import warn_once
+from tf1_bn.common.validation import FUSED_DTYPES
 
 # No epsilon floor: cuDNN before 7.5 rejected epsilon below 1e-5, and
 # tf.compat.v1.nn.fused_batch_norm raised it to 1.001e-5 for that; cuDNN 7.5

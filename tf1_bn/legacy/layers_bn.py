@@ -41,10 +41,10 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
-from tf1_bn import core
-from tf1_bn import switch as switch_lib
-from tf1_bn import validation as v
-from tf1_bn.log import warn_once
+from tf1_bn.bn import core
+from tf1_bn.bn import switch as switch_lib
+from tf1_bn.common import validation as v
+from tf1_bn.common.log import warn_once
 
 _INITIALIZERS_BY_NAME = {
     'zeros': tf.compat.v1.zeros_initializer,
@@ -156,7 +156,7 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
 
   `synchronized=True` (Keras' name; not in the legacy function) computes the
   training statistics over the global batch of every replica: see
-  `tf1_bn.replicas`.
+  `tf1_bn.bn.replicas`.
   """
   v.check_graph_mode('batch_normalization')
   shape, dtype = v.static_shape_and_dtype(inputs)

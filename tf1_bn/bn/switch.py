@@ -9,7 +9,7 @@ training step feeds `{tf1_bn.training_placeholder(): True}`.
 import numpy as np
 import tensorflow as tf
 
-from tf1_bn import validation as v
+from tf1_bn.common import validation as v
 
 # Graph collection that holds the graph's training placeholder.
 TRAINING_PLACEHOLDER_KEY = 'tf1_bn_training_placeholder'

@@ -28,9 +28,9 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from tf1_bn import assignment
-from tf1_bn import validation as v
-from tf1_bn.errors import CheckpointError, RestoreError
+from tf1_bn.common import assignment
+from tf1_bn.common import validation as v
+from tf1_bn.common.errors import CheckpointError, RestoreError
 
 v1 = tf.compat.v1
 
@@ -590,7 +590,7 @@ def restore(sess, ckpt_path, var_list=None):
 
 
 # --- the `tf1-bn inspect` and `tf1-bn port` commands -----------------------------
-# Errors (a damaged checkpoint, a bad argument) propagate: `tf1_bn.cli` turns
+# Errors (a damaged checkpoint, a bad argument) propagate: `tf1_bn.studies.cli` turns
 # them into one line on stderr and exit status 2.
 def inspect_build_parser(parser=None):
   import argparse

@@ -2,9 +2,9 @@
 import numpy as np
 import tensorflow as tf
 
-from tf1_bn import core
-from tf1_bn import switch as switch_lib
-from tf1_bn import validation as v
+from tf1_bn.bn import core
+from tf1_bn.bn import switch as switch_lib
+from tf1_bn.common import validation as v
 
 
 def _float32_decay_factor(decay):
@@ -83,7 +83,7 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
     synchronized: True computes the training statistics over the global
       batch of every replica (a `tf.distribute` replica context, or
       `tf1_bn.tower`); on one device it is local BN and adds no collective.
-      See `tf1_bn.replicas`.
+      See `tf1_bn.bn.replicas`.
 
   Returns:
     The normalized tensor, same shape and dtype as `inputs`.

@@ -14,7 +14,7 @@ update ops. `export_inference` instead:
 3. freezes the variables into constants and keeps only what the outputs need;
 4. with `fold=True`, folds each BN layer into the conv / matmul before it;
    every other layer (all of them with `fold=False`) becomes explicit
-   `(x - mean) * s + beta` ops (see `tf1_bn.folding`): left as
+   `(x - mean) * s + beta` ops (see `tf1_bn.deploy.folding`): left as
    FusedBatchNormV3 with constant parameters, a float32 layer would be
    rewritten by grappler's remapper into `x * s + (beta - mean * s)`, which
    cancels when the mean is large against the spread;
@@ -34,10 +34,10 @@ import os
 
 import tensorflow as tf
 
-from tf1_bn import core
-from tf1_bn import folding
-from tf1_bn import switch as switch_lib
-from tf1_bn import validation as v
+from tf1_bn.bn import core
+from tf1_bn.deploy import folding
+from tf1_bn.bn import switch as switch_lib
+from tf1_bn.common import validation as v
 
 v1 = tf.compat.v1
 log = logging.getLogger('tf1_bn')
@@ -204,7 +204,7 @@ def export_inference(sess, inputs, outputs, export_dir, fold=True, training=None
       False as well; `tf1_bn.training_placeholder()` always is.
 
   Returns:
-    A `tf1_bn.folding.Report`: how many BN layers were folded into an op,
+    A `tf1_bn.deploy.folding.Report`: how many BN layers were folded into an op,
     how many became a multiply-add, which 16-bit ones kept the kernel, and
     their names. Also logged (logger 'tf1_bn', INFO).
 

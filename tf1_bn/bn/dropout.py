@@ -1,8 +1,8 @@
 """Dropout on the same train/inference switch as batch norm."""
 import tensorflow as tf
 
-from tf1_bn import switch as switch_lib
-from tf1_bn import validation as v
+from tf1_bn.bn import switch as switch_lib
+from tf1_bn.common import validation as v
 
 
 def dropout(inputs, rate, training=None, noise_shape=None, seed=None, name=None,

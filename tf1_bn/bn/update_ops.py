@@ -9,9 +9,9 @@ import collections
 
 import tensorflow as tf
 
-from tf1_bn import core
-from tf1_bn import validation as v
-from tf1_bn.errors import MissingUpdateOpsError
+from tf1_bn.bn import core
+from tf1_bn.common import validation as v
+from tf1_bn.common.errors import MissingUpdateOpsError
 
 FIX = ('Build the train op with tf1_bn.minimize(optimizer, loss), or wrap it: '
        'with tf.control_dependencies(tf.compat.v1.get_collection('

@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from tf1_bn import validation as v
+from tf1_bn.common import validation as v
 
 # Far above the group keys tf.distribute allocates (1, 2, ...), so a
 # strategy's own all-reduces never share a group with these.

@@ -17,8 +17,8 @@ unequal or empty batches are exact.
 """
 import tensorflow as tf
 
-from tf1_bn import kernels
-from tf1_bn import replicas as replicas_lib
+from tf1_bn.bn import kernels
+from tf1_bn.bn import replicas as replicas_lib
 
 VARIANCE_KINDS = ('population', 'sample')
 

@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tf1_bn import validation as v
-from tf1_bn.bn_layer import bn_layer
-from tf1_bn.dropout import dropout
+from tf1_bn.common import validation as v
+from tf1_bn.bn.bn_layer import bn_layer
+from tf1_bn.bn.dropout import dropout
 
 v1 = tf.compat.v1
 

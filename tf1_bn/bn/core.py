@@ -9,7 +9,7 @@ their variables with their own names and conventions, then call `build`.
 * batch statistics (`statistics.moments`, local or over the replicas of a
   synchronized layer, or the fused kernel);
 * normalization (`(x - mean) * gamma / sqrt(var + eps) + beta`, or the fast
-  kernels of `tf1_bn.kernels`: `FusedBatchNormV3` for training, an
+  kernels of `tf1_bn.bn.kernels`: `FusedBatchNormV3` for training, an
   XLA-compiled one-pass transform for inference on CPU);
 * the moving-average update, built outside the cond from the cond's outputs
   and masked, so a step with training False, an empty batch (no values, or
@@ -35,11 +35,11 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tf1_bn import kernels
-from tf1_bn import replicas as replicas_lib
-from tf1_bn import statistics
-from tf1_bn import switch as switch_lib
-from tf1_bn.validation import HALF_DTYPES
+from tf1_bn.bn import kernels
+from tf1_bn.bn import replicas as replicas_lib
+from tf1_bn.bn import statistics
+from tf1_bn.bn import switch as switch_lib
+from tf1_bn.common.validation import HALF_DTYPES
 
 VARIANCE_KINDS = statistics.VARIANCE_KINDS
 # Every update op a layer put into a collection (see check_update_ops).

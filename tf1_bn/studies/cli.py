@@ -13,14 +13,14 @@ import traceback
 # subcommand: (module, prefix of its <prefix>build_parser(parser) and
 # <prefix>main(argv) functions, one-line help)
 COMMANDS = {
-    'demo': ('tf1_bn.demo', '', 'train BN studies on the digits data; table and plots'),
-    'pitfalls': ('tf1_bn.pitfalls', '', 'reproduce the classic TF1 batch-norm pitfalls'),
-    'inspect': ('tf1_bn.checkpoints', 'inspect_',
+    'demo': ('tf1_bn.studies.demo', '', 'train BN studies on the digits data; table and plots'),
+    'pitfalls': ('tf1_bn.studies.pitfalls', '', 'reproduce the classic TF1 batch-norm pitfalls'),
+    'inspect': ('tf1_bn.deploy.checkpoints', 'inspect_',
                 'list the BN layers of a checkpoint and flag broken statistics'),
-    'port': ('tf1_bn.checkpoints', 'port_',
+    'port': ('tf1_bn.deploy.checkpoints', 'port_',
              'rename the BN variables of a checkpoint into another convention'),
-    'bench': ('tf1_bn.bench', '', 'time tf1_bn against the recipe and the legacy layer'),
-    'example': ('tf1_bn.example', '', 'train the README example (an MLP with bn_layer)'),
+    'bench': ('tf1_bn.studies.bench', '', 'time tf1_bn against the recipe and the legacy layer'),
+    'example': ('tf1_bn.studies.example', '', 'train the README example (an MLP with bn_layer)'),
 }
 EXIT_OK = 0
 EXIT_PROBLEMS = 1

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from tf1_bn import legacy
+from tf1_bn.studies import legacy_child as legacy
 
 DEFAULT_CASES = ('nhwc:64x32x32x64', '2d:4096x1024', 'cnn:64x32x32x3', 'build:100',
                  'sync:64x32x32x64')
@@ -41,7 +41,7 @@ COPY_BOUND = 'copy bound (numpy copyto)'
 
 def _implementations(legacy_available):
   import tf1_bn
-  from tf1_bn import recipe
+  from tf1_bn.studies import recipe
   impls = {
       'bn_layer': lambda x, t: tf1_bn.bn_layer(x, training=t),
       'batch_normalization': lambda x, t: tf1_bn.batch_normalization(x, training=t),
@@ -190,7 +190,7 @@ class _GraphDefRunner:
 def fold_case(shape, steps, warmup):
   """Folded versus unfolded export of `small_cnn`, inference, float32."""
   import tensorflow as tf
-  from tf1_bn import export
+  from tf1_bn.deploy import export
   v1 = tf.compat.v1
   batch = np.random.RandomState(0).randn(*shape).astype(np.float32)
   graph_defs = {}
@@ -356,7 +356,7 @@ def build_parser(parser=None):
 
 
 def main(argv=None):
-  args, status = legacy.parse_or_rerun('tf1_bn.bench', build_parser, argv)
+  args, status = legacy.parse_or_rerun('tf1_bn.studies.bench', build_parser, argv)
   if status is not None:
     return status
   legacy_available = legacy.active()

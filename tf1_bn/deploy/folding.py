@@ -37,8 +37,8 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from tf1_bn import core
-from tf1_bn.validation import HALF_DTYPES
+from tf1_bn.bn import core
+from tf1_bn.common.validation import HALF_DTYPES
 
 # op type: (its channels-last data_format, its channels-first one, the kernel
 # axes that index the output channel, row-major); the kernel is input 1.

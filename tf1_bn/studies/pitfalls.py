@@ -16,7 +16,7 @@ import tempfile
 
 import numpy as np
 
-from tf1_bn import legacy
+from tf1_bn.studies import legacy_child as legacy
 
 BATCH_MOMENT_OPS = ('Mean', 'SquaredDifference')
 
@@ -218,7 +218,8 @@ def _digits_model(layer, split, steps, with_update_ops, seed=0):
   """A digits MLP (`digits.mlp`) with `layer(h, training, name)` before each ReLU,
   trained `steps` steps. Returns the test accuracy with training True and
   False, the moving statistics, and the session objects for more runs."""
-  from tf1_bn import digits, update_ops
+  from tf1_bn.studies import digits
+  from tf1_bn.bn import update_ops
   tf, v1 = _tf()
   graph = tf.Graph()
   with graph.as_default():
@@ -249,7 +250,7 @@ def _digits_model(layer, split, steps, with_update_ops, seed=0):
 
 @_pitfall('Train op without the UPDATE_OPS dependency: moving statistics stay 0 / 1')
 def missing_update_ops(outcome, steps=300):
-  from tf1_bn import digits
+  from tf1_bn.studies import digits
   import tf1_bn
   tf, v1 = _tf()
   # Pixels as stored (0..16): BN is expected to handle the scale.
@@ -301,7 +302,7 @@ def missing_update_ops(outcome, steps=300):
 
 @_pitfall('training left True at test time: a prediction depends on the rest of its batch')
 def training_true_at_test(outcome, steps=300):
-  from tf1_bn import digits
+  from tf1_bn.studies import digits
   import tf1_bn
   split = digits.load(seed=0)
   model = _digits_model(
@@ -418,7 +419,7 @@ def _recipe_then_bn_layer(features):
   built on a [None, features] placeholder in a new graph that stays the
   default graph until the caller asks for the next one."""
   import tf1_bn
-  from tf1_bn.recipe import classic_recipe
+  from tf1_bn.studies.recipe import classic_recipe
   tf, v1 = _tf()
   for name, build in (('recipe', classic_recipe), ('bn_layer', lambda x, t: tf1_bn.bn_layer(x, t))):
     with tf.Graph().as_default():
@@ -476,7 +477,7 @@ def recipe_variance_starts_at_zero(outcome):
 @_pitfall("Reusing the recipe for an eval tower: its second ema.apply finds no variable")
 def recipe_reuse(outcome):
   import tf1_bn
-  from tf1_bn.recipe import classic_recipe
+  from tf1_bn.studies.recipe import classic_recipe
   tf, v1 = _tf()
   batch = np.random.RandomState(5).randn(16, 4).astype(np.float32)
   with tf.Graph().as_default():
@@ -542,7 +543,7 @@ def build_parser(parser=None):
 
 
 def main(argv=None):
-  args, status = legacy.parse_or_rerun('tf1_bn.pitfalls', build_parser, argv)
+  args, status = legacy.parse_or_rerun('tf1_bn.studies.pitfalls', build_parser, argv)
   if status is not None:
     return status
   import warnings

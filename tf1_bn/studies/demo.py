@@ -15,12 +15,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tf1_bn import digits
-from tf1_bn import precise
-from tf1_bn.progress import Progress
-from tf1_bn.replicas import tower
-from tf1_bn.switch import training_placeholder
-from tf1_bn.update_ops import minimize
+from tf1_bn.studies import digits
+from tf1_bn.bn import precise
+from tf1_bn.common.progress import Progress
+from tf1_bn.bn.replicas import tower
+from tf1_bn.bn.switch import training_placeholder
+from tf1_bn.bn.update_ops import minimize
 
 v1 = tf.compat.v1
 

@@ -23,7 +23,7 @@ tf-slim is imported only when `patch_slim` is called; tf1_bn never needs it.
 import importlib
 import importlib.util
 
-from tf1_bn import slim as slim_lib
+from tf1_bn.legacy import slim_bn as slim_lib
 
 SLIM_LAYERS_MODULE = 'tf_slim.layers.layers'
 INSTALL_HINT = 'pip install tf-slim==1.1.0'

@@ -47,11 +47,11 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from tf1_bn import assignment
-from tf1_bn import core
-from tf1_bn import switch as switch_lib
-from tf1_bn import validation as v
-from tf1_bn.progress import Progress
+from tf1_bn.common import assignment
+from tf1_bn.bn import core
+from tf1_bn.bn import switch as switch_lib
+from tf1_bn.common import validation as v
+from tf1_bn.common.progress import Progress
 
 v1 = tf.compat.v1
 
