@@ -9,8 +9,24 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['tf1_bn', 'tf1_bn.*']),
+    license='Apache-2.0',
+    classifiers=[
+        'Development Status :: 4 - Beta',
+        'Intended Audience :: Developers',
+        'Intended Audience :: Science/Research',
+        'License :: OSI Approved :: Apache Software License',
+        'Operating System :: OS Independent',
+        'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3.10',
+        'Programming Language :: Python :: 3.11',
+        'Programming Language :: Python :: 3.12',
+        'Topic :: Scientific/Engineering :: Artificial Intelligence',
+    ],
+    # Python and TensorFlow: see the README's Requirements. 2.16 is the first
+    # release with Keras 3 (where the TF1 BN APIs break); 2.21 the newest the
+    # test suite has passed on.
     python_requires='>=3.10',
-    install_requires=['tensorflow>=2.16', 'numpy'],
+    install_requires=['tensorflow>=2.16,<2.22', 'numpy'],
     extras_require={
         'demo': DEMO,
         # tf-keras runs the legacy tf.compat.v1.layers.batch_normalization the
