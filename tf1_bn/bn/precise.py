@@ -792,7 +792,7 @@ def audit(sess, feeds, outputs=None, estimator='population', *, progress=None):
   of values per channel per batch, the RMS difference between the normalized
   values inference and training compute on these batches (with the moving
   and with recomputed statistics), and a one-line verdict
-  (`LayerReport.verdict`; the README explains it).
+  (`LayerReport.verdict`; docs/precise.md explains it).
 
   Args:
     outputs: model tensors (one, a list, or a {label: tensor} dict) to run on
