@@ -3,7 +3,8 @@
 What TF1 code relies on, and this class keeps:
 
 * **Names.** A layer made without `name` gets the snake-case class name made
-  unique in its graph (`conv2d`, `conv2d_1`, ...): that is `layer.name`.
+  unique in its graph (`conv2d_1`, `conv2d_2`, ...: the legacy count starts at
+  1): that is `layer.name`.
   Its *variables* live in a variable scope opened on first use with
   `variable_scope(None, default_name=<that base name>)`, which TensorFlow
   makes unique within the *current variable scope*: two `conv2d` calls under
@@ -63,12 +64,13 @@ def to_snake_case(name):
 
 
 def unique_layer_name(base_name, graph=None):
-  """`base_name`, then `base_name_1`, ... per graph (the legacy `layer.name`)."""
+  """`base_name_1`, `base_name_2`, ... per graph: the legacy `layer.name` of a
+  layer made without `name` (it counts from 1, unlike Keras' own layers; the
+  variable scope is `base_name`, `base_name_1`, ... independently)."""
   graph = graph or tf.compat.v1.get_default_graph()
   uids = _GRAPH_NAME_UIDS.setdefault(graph, {})
-  count = uids.get(base_name, 0)
-  uids[base_name] = count + 1
-  return base_name if count == 0 else f'{base_name}_{count}'
+  uids[base_name] = uids.get(base_name, 0) + 1
+  return f'{base_name}_{uids[base_name]}'
 
 
 class InputSpec:
@@ -350,13 +352,12 @@ class Layer:
             partitioner=partitioner, use_resource=use_resource,
             synchronization=synchronization, aggregation=aggregation)
         if regularizer is not None and not _already_existed(variable, existing):
-          parts = list(variable) if isinstance(variable, tf.compat.v1.PartitionedVariable) else [
-              variable]
+          parts = list(variable) if _is_partitioned(variable) else [variable]
           for part in parts:
             with tf.name_scope(name + '/Regularizer'):
               self.add_loss(regularizer(part))
     in_collection = any(var is variable for var in tf.compat.v1.trainable_variables())
-    if trainable and (in_collection or isinstance(variable, tf.compat.v1.PartitionedVariable)):
+    if trainable and (in_collection or _is_partitioned(variable)):
       self._trainable_weights.append(variable)
     else:
       self._non_trainable_weights.append(variable)
@@ -446,8 +447,13 @@ def _building_function():
   return tf.compat.v1.get_default_graph().building_function
 
 
+def _is_partitioned(variable):
+  """A PartitionedVariable (get_variable under a partitioner): a list of parts."""
+  return hasattr(variable, '_get_variable_list')
+
+
 def _already_existed(variable, existing_ids):
-  if isinstance(variable, tf.compat.v1.PartitionedVariable):
+  if _is_partitioned(variable):
     return any(id(part) in existing_ids for part in variable)
   return id(variable) in existing_ids
 
