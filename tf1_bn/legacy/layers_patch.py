@@ -32,6 +32,7 @@ import types
 
 import tensorflow as tf
 
+from tf1_bn.legacy.patch_handle import PatchHandle
 from tf1_bn.legacy.tf_layers import namespace
 
 # `import tensorflow.compat.v1` (first time) makes a second module object for
@@ -56,25 +57,6 @@ EXTRA_PATCHES = []
 # The undo actions of the applied patch, in order of application; None when
 # not patched.
 _state = {'undo': None}
-
-
-class LayersPatch:
-  """What `patch_layers()` returns; as a context manager it undoes its own patch.
-
-  `with tf1_bn.patch_layers(): ...` patches for the block and restores on
-  exit, unless the layers were already patched on entry.
-  """
-
-  def __init__(self, applied):
-    self.applied = applied
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc_info):
-    if self.applied:
-      unpatch_layers()
-    return False
 
 
 def _is_legacy_loader(value):
@@ -175,10 +157,12 @@ def patch_layers():
   or use the returned object as a context manager.
 
   Returns:
-    A `LayersPatch`; its `applied` is False when already patched.
+    A `PatchHandle`; its `applied` is False when already patched; as a
+    context manager (`with tf1_bn.patch_layers(): ...`) it patches for the
+    block only, unless the layers were already patched on entry.
   """
   if _state['undo'] is not None:
-    return LayersPatch(applied=False)
+    return PatchHandle(applied=False, undo=unpatch_layers)
   undo = []
   try:
     _patch_namespace(undo)
@@ -190,7 +174,7 @@ def patch_layers():
       restore()
     raise
   _state['undo'] = undo
-  return LayersPatch(applied=True)
+  return PatchHandle(applied=True, undo=unpatch_layers)
 
 
 def unpatch_layers():

@@ -86,7 +86,7 @@ def tf_data_format(data_format, rank):
   return f'N{spatial}C' if data_format == 'channels_last' else f'NC{spatial}'
 
 
-def activation(value):
+def activation_fn(value):
   """None, a callable, or a name among ACTIVATIONS -> a callable or None."""
   if value is None or callable(value):
     return value
@@ -122,3 +122,18 @@ def layer_dtype_check(dtype, layer_name):
   if not (dtype.is_floating or dtype.is_complex):
     raise TypeError(f'Layer {layer_name} can only be built with a floating-point dtype; its '
                     f'input has dtype {dtype.name}. Fix: tf.cast(x, tf.float32) first.')
+
+
+def set_kernel_and_bias(layer, activation, use_bias, kernel_initializer, bias_initializer,
+                        kernel_regularizer, bias_regularizer, kernel_constraint,
+                        bias_constraint):
+  """Checks the kernel-and-bias arguments of dense and the convolutions and
+  sets them on `layer` (`layer.activation`, `layer.kernel_initializer`, ...)."""
+  layer.activation = activation_fn(activation)
+  layer.use_bias = v.check_bool(use_bias, 'use_bias')
+  layer.kernel_initializer = initializer(kernel_initializer, 'kernel_initializer')
+  layer.bias_initializer = initializer(bias_initializer, 'bias_initializer')
+  callables(kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+  layer.kernel_regularizer, layer.bias_regularizer = kernel_regularizer, bias_regularizer
+  layer.kernel_constraint, layer.bias_constraint = kernel_constraint, bias_constraint

@@ -27,7 +27,6 @@ numbers, same variables.
 """
 import tensorflow as tf
 
-from tf1_bn.common import validation as v
 from tf1_bn.legacy.tf_layers import args
 from tf1_bn.legacy.tf_layers import base
 
@@ -88,14 +87,9 @@ class _Conv(base.Layer):
       raise ValueError(f'`strides > 1` not supported in conjunction with `dilation_rate > 1`. '
                        f'Received: strides={self.strides} and '
                        f'dilation_rate={self.dilation_rate}.')
-    self.activation = args.activation(activation)
-    self.use_bias = v.check_bool(use_bias, 'use_bias')
-    self.kernel_initializer = args.initializer(kernel_initializer, 'kernel_initializer')
-    self.bias_initializer = args.initializer(bias_initializer, 'bias_initializer')
-    args.callables(kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
-                   kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
-    self.kernel_regularizer, self.bias_regularizer = kernel_regularizer, bias_regularizer
-    self.kernel_constraint, self.bias_constraint = kernel_constraint, bias_constraint
+    args.set_kernel_and_bias(self, activation, use_bias, kernel_initializer, bias_initializer,
+                             kernel_regularizer, bias_regularizer, kernel_constraint,
+                             bias_constraint)
     super().__init__(trainable=trainable, name=name,
                      activity_regularizer=activity_regularizer, **kwargs)
     exact = self.transpose or self.separable

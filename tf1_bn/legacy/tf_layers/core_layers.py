@@ -39,14 +39,9 @@ class Dense(base.Layer):
                activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
                trainable=True, name=None, **kwargs):
     self.units = args.positive_int(units, 'units')
-    self.activation = args.activation(activation)
-    self.use_bias = v.check_bool(use_bias, 'use_bias')
-    self.kernel_initializer = args.initializer(kernel_initializer, 'kernel_initializer')
-    self.bias_initializer = args.initializer(bias_initializer, 'bias_initializer')
-    args.callables(kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
-                   kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
-    self.kernel_regularizer, self.bias_regularizer = kernel_regularizer, bias_regularizer
-    self.kernel_constraint, self.bias_constraint = kernel_constraint, bias_constraint
+    args.set_kernel_and_bias(self, activation, use_bias, kernel_initializer, bias_initializer,
+                             kernel_regularizer, bias_regularizer, kernel_constraint,
+                             bias_constraint)
     super().__init__(trainable=trainable, name=name,
                      activity_regularizer=activity_regularizer, **kwargs)
     self.input_spec = base.InputSpec(min_ndim=2)

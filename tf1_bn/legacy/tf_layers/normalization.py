@@ -44,6 +44,8 @@ class BatchNormalization(base.Layer):
     super().__init__(trainable=trainable, name=name, **kwargs)
     self._bn_variables = None
     self._axes = self._virtual_batch_size = None
+    for key in _VARIABLE_NAMES:  # set by build; None for those the options leave out
+      setattr(self, key, None)
 
   def _check_before_build(self, inputs):
     _, self._axes, self._virtual_batch_size = layers_bn.check_inputs(inputs, self._options)
