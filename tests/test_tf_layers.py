@@ -265,3 +265,29 @@ def test_bench_case_runs_at_a_tiny_size():
   assert [(r['case'], r['implementation']) for r in rows] == [
       ('layers 2x4x4x3 train', bench_layers.OURS), ('layers 2x4x4x3 inference', bench_layers.OURS)]
   assert all(r['ms'] > 0 and r['ratio'] == 1.0 for r in rows)
+
+
+LEGACY_ACTIVE_CHILD = textwrap.dedent('''
+    import tensorflow as tf
+    loader = tf.compat.v1.layers
+    legacy_conv2d = loader.conv2d  # tf-keras' legacy function
+    import tf1_bn
+    tf1_bn.patch_layers()
+    assert tf.compat.v1.layers.conv2d is tf1_bn.layers.conv2d
+    assert loader.conv2d is tf1_bn.layers.conv2d
+    tf1_bn.unpatch_layers()
+    assert tf.compat.v1.layers is loader and loader.conv2d is legacy_conv2d
+    print('ok')
+''')
+
+
+def test_patch_and_unpatch_with_the_legacy_layers_active():
+  try:
+    import tf_keras  # noqa: F401
+  except ImportError:
+    pytest.skip('tf-keras is not installed')
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', TF_USE_LEGACY_KERAS='1')
+  result = subprocess.run([sys.executable, '-c', LEGACY_ACTIVE_CHILD], env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().endswith('ok')
