@@ -32,7 +32,9 @@ setup(
         # tf-keras runs the legacy tf.compat.v1.layers.batch_normalization the
         # parity tests compare against (only with TF_USE_LEGACY_KERAS=1), and
         # the real slim batch_norm; tf-slim's own nets test tf1_bn.patch_slim().
-        'test': DEMO + ['pytest>=7', 'tf-keras>=2.16', 'tf-slim==1.1.0'],
+        # scipy (already a dependency of scikit-learn) runs the statistical
+        # tests of the layers' initializers.
+        'test': DEMO + ['pytest>=7', 'tf-keras>=2.16', 'tf-slim==1.1.0', 'scipy>=1.10'],
     },
     entry_points={'console_scripts': ['tf1-bn=tf1_bn.studies.cli:main']},
 )

@@ -9,8 +9,15 @@ from tf1_bn.bn.precise import RecomputeError, audit, recompute_statistics
 from tf1_bn.bn.replicas import collective_timeout, set_collective_timeout, tower
 from tf1_bn.legacy.slim_bn import batch_norm
 from tf1_bn.legacy.slim_patch import patch_slim, unpatch_slim
+from tf1_bn.legacy.layers_patch import patch_layers, unpatch_layers
+from tf1_bn.legacy.tf_layers import namespace as layers
 from tf1_bn.bn.switch import training_placeholder
 from tf1_bn.bn.update_ops import check_update_ops, minimize
+
+# `import tf1_bn.layers` and `from tf1_bn.layers import conv2d` find the
+# namespace module under its public name.
+import sys as _sys
+_sys.modules.setdefault('tf1_bn.layers', layers)
 
 __version__ = '0.1.0'
 
@@ -25,7 +32,9 @@ __all__ = [
     'dropout',
     'export_inference',
     'inspect_checkpoint',
+    'layers',
     'minimize',
+    'patch_layers',
     'patch_slim',
     'port_checkpoint',
     'recompute_statistics',
@@ -36,5 +45,6 @@ __all__ = [
     'RestoreError',
     'MissingUpdateOpsError',
     'training_placeholder',
+    'unpatch_layers',
     'unpatch_slim',
 ]

@@ -46,9 +46,20 @@ from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
 from tf1_bn.common.log import warn_once
 
+# Initializers accepted by name (the Keras names the legacy layers took).
 _INITIALIZERS_BY_NAME = {
     'zeros': tf.compat.v1.zeros_initializer,
     'ones': tf.compat.v1.ones_initializer,
+    'glorot_uniform': tf.compat.v1.glorot_uniform_initializer,
+    'glorot_normal': tf.compat.v1.glorot_normal_initializer,
+    'he_normal': tf.compat.v1.initializers.he_normal,
+    'he_uniform': tf.compat.v1.initializers.he_uniform,
+    'lecun_normal': tf.compat.v1.initializers.lecun_normal,
+    'lecun_uniform': tf.compat.v1.initializers.lecun_uniform,
+    'orthogonal': tf.compat.v1.orthogonal_initializer,
+    'random_normal': tf.compat.v1.random_normal_initializer,
+    'random_uniform': tf.compat.v1.random_uniform_initializer,
+    'truncated_normal': tf.compat.v1.truncated_normal_initializer,
 }
 
 
@@ -159,17 +170,39 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
   `tf1_bn.bn.replicas`.
   """
   v.check_graph_mode('batch_normalization')
-  shape, dtype = v.static_shape_and_dtype(inputs)
-  v.check_float_dtype(dtype)
-  v.check_rank(shape, min_rank=1)
-  axes = v.normalize_axis(axis, shape)
+  options = check_arguments(
+      axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
+      beta_initializer=beta_initializer, gamma_initializer=gamma_initializer,
+      moving_mean_initializer=moving_mean_initializer,
+      moving_variance_initializer=moving_variance_initializer, beta_regularizer=beta_regularizer,
+      gamma_regularizer=gamma_regularizer, beta_constraint=beta_constraint,
+      gamma_constraint=gamma_constraint, trainable=trainable, renorm=renorm,
+      renorm_clipping=renorm_clipping, renorm_momentum=renorm_momentum, fused=fused,
+      virtual_batch_size=virtual_batch_size, adjustment=adjustment)
+  shape, axes, virtual_batch_size = check_inputs(inputs, options)
   training = switch_lib.check_training(training, allow_int=True)
-  momentum = v.check_probability(momentum, 'momentum')
-  epsilon = v.check_non_negative(epsilon, 'epsilon')
-  center, scale = v.check_bool(center, 'center'), v.check_bool(scale, 'scale')
-  trainable = v.check_bool(trainable, 'trainable')
-  renorm = v.check_bool(renorm, 'renorm')
   reuse = v.check_reuse(reuse)
+  synchronized = v.check_synchronized(synchronized, virtual_batch_size)
+  name = v.check_name(name) or None  # '' is the default name, as for the legacy Keras layer
+
+  with tf.compat.v1.variable_scope(name, default_name='batch_normalization', reuse=reuse):
+    x = tf.convert_to_tensor(inputs)
+    outputs, update = build_layer(x, axes, **layer_options(options, virtual_batch_size),
+                                  training=training, synchronized=synchronized,
+                                  warn_fallback=True)
+    return core.attach_update(outputs, update, 'collection', per_variable=True)
+
+
+def check_arguments(*, axis, momentum, epsilon, center, scale, beta_initializer,
+                    gamma_initializer, moving_mean_initializer, moving_variance_initializer,
+                    beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint,
+                    trainable, renorm, renorm_clipping, renorm_momentum, fused,
+                    virtual_batch_size, adjustment):
+  """The input-independent arguments of tf.layers' batch normalization, checked.
+
+  Shared by the function and the `BatchNormalization` class
+  (tf1_bn.legacy.tf_layers.normalization). Returns a dict of checked values.
+  """
   initializers = initializers_from(
       {'beta': beta_initializer, 'gamma': gamma_initializer,
        'moving_mean': moving_mean_initializer, 'moving_variance': moving_variance_initializer},
@@ -179,37 +212,54 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
                           ('beta_constraint', beta_constraint),
                           ('gamma_constraint', gamma_constraint), ('adjustment', adjustment)):
     v.check_callable(value, arg_name)
-  # Checked even without renorm, where the legacy ignores them: a bad value is
-  # a bug in the caller either way.
-  clipping = v.check_renorm_clipping(renorm_clipping)
-  renorm_momentum = v.check_probability(renorm_momentum, 'renorm_momentum')
   if fused is not None:
     v.check_bool(fused, 'fused')
-  virtual_batch_size = _check_virtual_batch_size(virtual_batch_size, axes, adjustment, shape)
-  synchronized = v.check_synchronized(synchronized, virtual_batch_size)
-  name = v.check_name(name) or None  # '' is the default name, as for the legacy Keras layer
+  if virtual_batch_size is not None:
+    v.check_integer(virtual_batch_size, 'virtual_batch_size', low=1)
+  return dict(
+      axis=axis, momentum=v.check_probability(momentum, 'momentum'),
+      epsilon=v.check_non_negative(epsilon, 'epsilon'),
+      center=v.check_bool(center, 'center'), scale=v.check_bool(scale, 'scale'),
+      initializers=initializers,
+      regularizers={'beta': beta_regularizer, 'gamma': gamma_regularizer},
+      constraints={'beta': beta_constraint, 'gamma': gamma_constraint},
+      trainable=v.check_bool(trainable, 'trainable'), renorm=v.check_bool(renorm, 'renorm'),
+      # Checked even without renorm, where the legacy ignores them: a bad
+      # value is a bug in the caller either way.
+      clipping=v.check_renorm_clipping(renorm_clipping),
+      renorm_momentum=v.check_probability(renorm_momentum, 'renorm_momentum'), fused=fused,
+      virtual_batch_size=virtual_batch_size, adjustment=adjustment)
 
-  with tf.compat.v1.variable_scope(name, default_name='batch_normalization', reuse=reuse):
-    x = tf.convert_to_tensor(inputs)
-    outputs, update = build_layer(
-        x, axes, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
-        initializers=initializers,
-        regularizers={'beta': beta_regularizer, 'gamma': gamma_regularizer},
-        constraints={'beta': beta_constraint, 'gamma': gamma_constraint},
-        training=training, trainable=trainable, renorm=renorm, clipping=clipping,
-        renorm_momentum=renorm_momentum, fused=fused, virtual_batch_size=virtual_batch_size,
-        adjustment=adjustment, synchronized=synchronized, warn_fallback=True)
-    return core.attach_update(outputs, update, 'collection', per_variable=True)
+
+def check_inputs(inputs, options):
+  """(shape, normalized axes, virtual_batch_size) for `inputs`, checked against `options`."""
+  shape, dtype = v.static_shape_and_dtype(inputs)
+  v.check_float_dtype(dtype)
+  v.check_rank(shape, min_rank=1)
+  axes = v.normalize_axis(options['axis'], shape)
+  virtual_batch_size = _check_virtual_batch_size(options['virtual_batch_size'], axes,
+                                                 options['adjustment'], shape)
+  return shape, axes, virtual_batch_size
+
+
+def layer_options(options, virtual_batch_size):
+  """The keyword arguments of `build_layer` from `check_arguments`' dict."""
+  keys = ('momentum', 'epsilon', 'center', 'scale', 'initializers', 'regularizers',
+          'constraints', 'trainable', 'renorm', 'clipping', 'renorm_momentum', 'fused',
+          'adjustment')
+  return dict({key: options[key] for key in keys}, virtual_batch_size=virtual_batch_size)
 
 
 def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regularizers,
                 constraints, training, trainable, renorm, clipping, renorm_momentum, fused,
                 virtual_batch_size, adjustment, synchronized=False, collections=None,
-                warn_fallback=False):
+                warn_fallback=False, variables=None):
   """A tf.layers BatchNormalization in the current variable scope.
 
   Returns (outputs, update); the update is None when `trainable` is False
   (the legacy layer then has no updates) or `training` is False.
+  `variables`: those `create_variables` made earlier (a layer object called
+  again); None creates them here.
   """
   shape, dtype = x.shape, x.dtype.base_dtype
   legacy_fused, reason = legacy_fused_semantics(shape.rank, axes, dtype, renorm,
@@ -222,10 +272,11 @@ def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regu
   param_dtype = tf.float64 if dtype == tf.float64 else tf.float32
   shape_of_params = param_shape(shape, axes, virtual_batch_size)
   call, builds_update = core.register_replicas(int(np.prod(shape_of_params)), synchronized)
-  variables = create_variables(shape_of_params, param_dtype,
-                               initializers, center, scale, trainable, renorm,
-                               regularizers=regularizers, constraints=constraints,
-                               collections=collections)
+  if variables is None:
+    variables = create_variables(shape_of_params, param_dtype,
+                                 initializers, center, scale, trainable, renorm,
+                                 regularizers=regularizers, constraints=constraints,
+                                 collections=collections)
   training = switch_lib.resolve_training(training)
   if use_fused_semantics:
     moving = fused_moving_statistics(variables['moving_mean'], variables['moving_variance'],

@@ -24,6 +24,7 @@ import importlib
 import importlib.util
 
 from tf1_bn.legacy import slim_bn as slim_lib
+from tf1_bn.legacy.patch_handle import PatchHandle
 
 SLIM_LAYERS_MODULE = 'tf_slim.layers.layers'
 INSTALL_HINT = 'pip install tf-slim==1.1.0'
@@ -32,26 +33,6 @@ _WRAPPED_CELL = 'func'
 
 # The applied patch: (slim's wrapper, its original function), or None.
 _state = {'patched': None}
-
-
-class SlimPatch:
-  """What `patch_slim()` returns; as a context manager it undoes its own patch.
-
-  `with tf1_bn.patch_slim(): ...` patches for the block and restores slim's
-  own `batch_norm` on exit, unless slim was already patched on entry (then it
-  stays patched).
-  """
-
-  def __init__(self, applied):
-    self.applied = applied
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc_info):
-    if self.applied:
-      unpatch_slim()
-    return False
 
 
 def _slim_layers():
@@ -86,7 +67,9 @@ def patch_slim():
   use the returned object as a context manager (`with tf1_bn.patch_slim():`).
 
   Returns:
-    A `SlimPatch`; its `applied` is False when slim was already patched.
+    A `PatchHandle`; its `applied` is False when slim was already patched;
+    `with tf1_bn.patch_slim(): ...` patches for the block and restores slim's
+    own `batch_norm` on exit, unless slim was already patched on entry.
 
   Raises:
     ImportError: tf-slim is not installed (the message says how to install it).
@@ -98,13 +81,13 @@ def patch_slim():
   cell = _wrapped_cell(slim_batch_norm)
   ours = slim_lib.batch_norm
   if cell.cell_contents is ours:
-    return SlimPatch(applied=False)
+    return PatchHandle(applied=False, undo=unpatch_slim)
   _state['patched'] = (slim_batch_norm, cell.cell_contents)
   # slim's wrapper looks up the arg scope under its function's key, taken
   # from the function it calls: ours answers with slim's key.
   ours._key_op = slim_batch_norm._key_op
   cell.cell_contents = ours
-  return SlimPatch(applied=True)
+  return PatchHandle(applied=True, undo=unpatch_slim)
 
 
 def unpatch_slim():
