@@ -146,8 +146,8 @@ def test_parse_case_checks_the_kind_and_the_dimensions():
   with pytest.raises(ValueError, match=r"unknown case kind 'nhcw' in 'nhcw:2x3'; expected one "
                      r"of 2d, build, cnn, .*nhwc"):
     bench.parse_case('nhcw:2x3')
-  for text in ('nhwc:', 'nhwc:2xa', 'nhwc:2x0'):
-    with pytest.raises(ValueError, match=f"{text!r} needs positive dimensions"):
+  for text in ('nhwc:', 'nhwc:2xa', 'nhwc:2x0x3x3', 'nhwc:2x3', 'build:2x2'):
+    with pytest.raises(ValueError, match=f"{text!r} needs [14] positive dimensions"):
       bench.parse_case(text)
 
 
@@ -173,6 +173,7 @@ def test_a_registered_kind_runs_through_the_bench(monkeypatch):
       return built[-1]
     return [bench.Case(f'fake {dims[0]} {settings.modes[0]}', runners, 'row1')]
 
+  assert bench.parse_case('fake:1x2x3') == ('fake', [1, 2, 3])  # any rank
   with pytest.raises(ValueError, match="case kind 'fake' is registered already"):
     bench.register_case_kind('fake', 'fake:N', '')(fake)
   cases = bench.build_cases(['fake:3'], bench.Settings(modes=('inference',)))

@@ -128,17 +128,19 @@ class CaseKind:
   usage: str
   help: str
   builder: Callable[[List[int], Settings], List[Case]]
+  rank: Optional[int] = None  # how many dimensions it takes; None: any
 
 
 CASE_KINDS: Dict[str, CaseKind] = {}
 
 
-def register_case_kind(name, usage, help_text):
-  """Decorator: registers `builder(dims, settings) -> [Case, ...]` as `name`."""
+def register_case_kind(name, usage, help_text, rank=None):
+  """Decorator: registers `builder(dims, settings) -> [Case, ...]` as `name`,
+  for `rank` dimensions (None: any number)."""
   def register(builder):
     if name in CASE_KINDS:
       raise ValueError(f'case kind {name!r} is registered already')
-    CASE_KINDS[name] = CaseKind(name, usage, help_text, builder)
+    CASE_KINDS[name] = CaseKind(name, usage, help_text, builder, rank)
     return builder
   return register
 
@@ -153,9 +155,11 @@ def parse_case(text):
     shape = [int(d) for d in dims.split('x')]
   except ValueError:
     shape = []
-  if not shape or any(d < 1 for d in shape):
-    raise ValueError(f'--cases: {text!r} needs positive dimensions after the colon, '
-                     f'e.g. {CASE_KINDS[label].usage}')
+  kind = CASE_KINDS[label]
+  if not shape or any(d < 1 for d in shape) or kind.rank not in (None, len(shape)):
+    rank = '' if kind.rank is None else f'{kind.rank} '
+    raise ValueError(f'--cases: {text!r} needs {rank}positive dimensions after the colon, '
+                     f'e.g. {kind.usage}')
   return label, shape
 
 
@@ -470,7 +474,8 @@ for _label, _rank, _first in (('2d', 2, False), ('nhwc', 4, False), ('ndhwc', 5,
                               ('nchw', 4, True), ('ncdhw', 5, True)):
   register_case_kind(
       _label, f'{_label}:{"x".join("64" for _ in range(_rank))}',
-      f'one BN layer, train step and inference, channels {"first" if _first else "last"}')(
+      f'one BN layer, train step and inference, channels {"first" if _first else "last"}',
+      _rank)(
           lambda shape, settings, label=_label, first=_first: _layer_cases(
               label, shape, settings, first))
 
@@ -502,7 +507,7 @@ class _GraphDefRunner(SessionRunner):
 
 
 @register_case_kind('cnn', 'cnn:64x32x32x3',
-                    "a small CNN's exported inference graph, folded against unfolded")
+                    "a small CNN's exported inference graph, folded against unfolded", 4)
 def fold_cases(shape, settings):
   del settings  # float32 inference only
 
@@ -552,7 +557,7 @@ class _BuildRunner:
     pass
 
 
-@register_case_kind('build', 'build:100', 'graph construction of N chained layers')
+@register_case_kind('build', 'build:100', 'graph construction of N chained layers', 1)
 def build_cases_of(shape, settings):
   count = shape[0]
 
@@ -590,7 +595,7 @@ class _TowerRunner(SessionRunner):
 
 @register_case_kind('sync', 'sync:64x32x32x64',
                     'a training step of that global batch on --replicas towers: synchronized '
-                    'BN, local BN on the same towers (the reference) and one device')
+                    'BN, local BN on the same towers (the reference) and one device', 4)
 def sync_cases(shape, settings):
   cases = []
   for replicas in settings.replicas:
