@@ -346,12 +346,16 @@ def build_parser(parser=None):
                       'batch on --replicas towers')
   parser.add_argument('--replicas', nargs='+', type=int, default=list(DEFAULT_REPLICAS),
                       help=f'replica counts of the {SYNC_CASE} case')
-  parser.add_argument('--dtypes', nargs='+', default=['float32'])
+  parser.add_argument('--dtypes', nargs='+', default=['float32'],
+                      help='input dtypes of the layer cases, e.g. float32 float16')
   parser.add_argument('--modes', nargs='+', default=['train', 'inference'],
-                      choices=['train', 'inference'])
-  parser.add_argument('--steps', type=int, default=100)
-  parser.add_argument('--warmup', type=int, default=10)
-  parser.add_argument('--out', default='bench_out')
+                      choices=['train', 'inference'],
+                      help='time a training step (with the update), inference, or both')
+  parser.add_argument('--steps', type=int, default=100,
+                      help='timed steps per implementation, alternated; the table gives their median')
+  parser.add_argument('--warmup', type=int, default=10,
+                      help='untimed warm-up steps per implementation before timing')
+  parser.add_argument('--out', default='bench_out', help='folder for bench.md and bench.png')
   return parser
 
 

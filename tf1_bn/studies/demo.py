@@ -354,7 +354,8 @@ def precise_audit_table(studied):
 def build_parser(parser=None):
   parser = parser or argparse.ArgumentParser(prog='tf1-bn demo', description=__doc__)
   parser.add_argument('--steps', type=int, default=3000, help='training steps per model')
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--seed', type=int, default=0,
+                      help='seed of the data split, the initial weights and the batch order')
   parser.add_argument('--eval-every', type=int, default=10,
                       help='steps between test-set evaluations')
   parser.add_argument('--out', default='demo_out', help='folder for demo.md and demo.png')
