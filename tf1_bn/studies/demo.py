@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tf1_bn.studies import digits
 from tf1_bn.bn import precise
-from tf1_bn.common.progress import Progress
+from tf1_bn.common import progress as progress_lib
 from tf1_bn.bn.replicas import tower
 from tf1_bn.bn.switch import training_placeholder
 from tf1_bn.bn.update_ops import minimize
@@ -97,6 +97,9 @@ def train(model, split, steps, seed, eval_every, progress=None, label=None,
           after_training=None):
   """Trains one model; returns its Result.
 
+  `progress`: a bar on stderr labelled `label`; True always, False never,
+  None only on a terminal.
+
   `after_training(sess, tensors, model, split)`, if given, runs once training
   and the last evaluation are done (after the timing), with the model's
   tensors by name (x, y, logits, accuracy); its return value is
@@ -128,7 +131,8 @@ def train(model, split, steps, seed, eval_every, progress=None, label=None,
 
   result = Result(model, [], [], [], 0.0)
   running_loss = None
-  with digits.single_thread_session(graph, model.replicas) as sess:
+  with digits.single_thread_session(graph, model.replicas) as sess, \
+      progress_lib.bar(steps, label or model.name, progress) as bar:
     sess.run(init)
     start = time.perf_counter()
     batches = digits.minibatches(len(split.train_x), steps, model.global_batch_size, seed)
@@ -138,6 +142,7 @@ def train(model, split, steps, seed, eval_every, progress=None, label=None,
         feed.update({tower_x: split.train_x[part], tower_y: split.train_y[part]})
       _, batch_loss = sess.run([train_op, loss], feed)
       running_loss = batch_loss if running_loss is None else 0.95 * running_loss + 0.05 * batch_loss
+      bar.update()
       if step % eval_every == 0 or step == steps:
         # No training feed: the placeholder defaults to False, inference mode.
         result.eval_steps.append(step)
@@ -150,14 +155,11 @@ def train(model, split, steps, seed, eval_every, progress=None, label=None,
               step=step, kernel=sess.run(kernel), moving_mean=moving_mean,
               moving_variance=moving_variance,
               population_mean=population.mean(0), population_variance=population.var(0)))
-        if progress:
-          progress.update(label or model.name, step, steps, running_loss)
+        bar.set_postfix(loss=f'{running_loss:.4f}', refresh=False)
     result.seconds = time.perf_counter() - start
     if after_training is not None:
       tensors = dict(x=x, y=y, logits=logits, accuracy=accuracy)
       result.after = after_training(sess, tensors, model, split)
-  if progress:
-    progress.done()
   return result
 
 
@@ -189,11 +191,10 @@ def _towers(model, optimizer, seed):
   return xs, ys, logits, tf.add_n(losses), train_op
 
 
-def run(steps=3000, seed=0, eval_every=10, models=MODELS, progress=True, after_training=None):
+def run(steps=3000, seed=0, eval_every=10, models=MODELS, progress=None, after_training=None):
   split = digits.load(seed)
-  bar = Progress(progress)
-  return [train(model, split, steps, seed, eval_every, bar, f'[{i}/{len(models)}] {model.name}',
-                after_training)
+  return [train(model, split, steps, seed, eval_every, progress,
+                f'[{i}/{len(models)}] {model.name}', after_training)
           for i, model in enumerate(models, 1)]
 
 
@@ -267,7 +268,7 @@ REPLICA_MODELS = (
 )
 
 
-def replica_study(steps, seed, eval_every, progress=True):
+def replica_study(steps, seed, eval_every, progress=None):
   """The small-batch study at scale; returns the Results of REPLICA_MODELS."""
   return run(max(steps // REPLICA_STEPS_DIVISOR, 1), seed, eval_every, REPLICA_MODELS, progress)
 
@@ -313,14 +314,14 @@ def precise_bn(sess, tensors, model, split):
   return PreciseResult(accuracy, test_accuracy(), audit)
 
 
-def precise_study(results, steps, seed, progress=True):
+def precise_study(results, steps, seed, progress=None):
   """The precise-BN section: the BN models of `results` (trained with
   `after_training=precise_bn`) and DECAY_MODEL, trained here for
   steps // SHORT_TRAINING_DIVISOR steps. Returns their Results."""
   split = digits.load(seed)
   short = max(1, steps // SHORT_TRAINING_DIVISOR)
   # One evaluation, at the end: this model's curve is not plotted.
-  extra = train(DECAY_MODEL, split, short, seed, short, Progress(progress),
+  extra = train(DECAY_MODEL, split, short, seed, short, progress,
                 f'[precise BN] {DECAY_MODEL.name}', precise_bn)
   return [r for r in results if r.after is not None] + [extra]
 
