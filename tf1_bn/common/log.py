@@ -2,6 +2,7 @@
 for the command line. Below every other module; imports no TensorFlow.
 """
 import contextlib
+import importlib
 import os
 import re
 import sys
@@ -82,15 +83,19 @@ def _startup_lines_dropped():
         sys.stderr.flush()
 
 
-def import_tensorflow():
-  """Imports TensorFlow, without its start-up INFO lines when
-  TF_CPP_MIN_LOG_LEVEL hides INFO lines (1 or more). Returns the module."""
+def quiet_import(name):
+  """Imports module `name`; if that imports TensorFlow, without TensorFlow's
+  start-up INFO lines when TF_CPP_MIN_LOG_LEVEL hides INFO lines (1 or more).
+  Returns the module."""
   if 'tensorflow' in sys.modules or not _hides_info():
-    import tensorflow
-    return tensorflow
+    return importlib.import_module(name)
   with _startup_lines_dropped():
-    import tensorflow
-  return tensorflow
+    return importlib.import_module(name)
+
+
+def import_tensorflow():
+  """TensorFlow, imported by quiet_import."""
+  return quiet_import('tensorflow')
 
 
 def _library_dirs():

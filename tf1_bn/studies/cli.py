@@ -22,7 +22,6 @@ Give every option a help line: the tests check that each one has one.
 """
 import argparse
 import dataclasses
-import importlib
 import sys
 import traceback
 
@@ -139,7 +138,8 @@ def build_parser():
 
 def _function(name, kind):
   command = COMMANDS[name]
-  return getattr(importlib.import_module(command.module), command.prefix + kind)
+  # Most subcommands import TensorFlow with their module: without its start-up lines.
+  return getattr(log.quiet_import(command.module), command.prefix + kind)
 
 
 def command_parser(name):
@@ -169,7 +169,6 @@ def main(argv=None):
   argv = sys.argv[1:] if argv is None else list(argv)
   log.quiet_tensorflow()  # before any subcommand imports TensorFlow
   top = build_parser().parse_args(argv)
-  log.import_tensorflow()  # without its start-up lines; every subcommand needs it
   args = command_parser(top.command).parse_args(top.rest)
   debug = top.debug or args.debug
   # Each module parses its own arguments again: the ones that compare with the
