@@ -10,7 +10,7 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['tf1_bn', 'tf1_bn.*']),
     python_requires='>=3.10',
-    install_requires=['tensorflow>=2.16', 'numpy'],
+    install_requires=['tensorflow>=2.16', 'numpy', 'tqdm>=4.66'],
     extras_require={
         'demo': DEMO,
         # tf-keras runs the legacy tf.compat.v1.layers.batch_normalization the

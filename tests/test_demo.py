@@ -89,7 +89,7 @@ def test_steps_to_target_and_table():
 
 
 def test_bad_arguments_name_the_option():
-  with pytest.raises(SystemExit, match='--steps must be >= 1, received 0'):
+  with pytest.raises(ValueError, match='--steps must be >= 1, received 0'):
     demo.main(['--steps', '0'])
   with pytest.raises(ValueError, match='`bn` must be one of'):
     digits.mlp(None, bn='middle')

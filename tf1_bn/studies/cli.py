@@ -23,6 +23,7 @@ Give every option a help line: the tests check that each one has one.
 import argparse
 import dataclasses
 import sys
+import textwrap
 import traceback
 
 import tf1_bn
@@ -108,10 +109,11 @@ class ArgumentParser(argparse.ArgumentParser):
     self.exit(EXIT_ERROR, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 
-def exit_status_help(exits):
+def exit_status_help(exits, width=79):
   lines = ['exit status:']
   for status, meaning in sorted(exits.items()):
-    lines.append(f'  {status}  {meaning}')
+    lines += textwrap.wrap(meaning, width, initial_indent=f'  {status}  ',
+                           subsequent_indent=' ' * 5)
   return '\n'.join(lines)
 
 

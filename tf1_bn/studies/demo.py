@@ -611,7 +611,8 @@ def main(argv=None):
   args = build_parser().parse_args(argv)
   for name in ('steps', 'eval_every'):
     if getattr(args, name) < 1:
-      raise SystemExit(f'--{name.replace("_", "-")} must be >= 1, received {getattr(args, name)}.')
+      raise ValueError(f'--{name.replace("_", "-")} must be >= 1, received '
+                       f'{getattr(args, name)}.')
   docs = pathlib.Path(args.docs)
   if args.write_docs:
     check_docs_page(docs / DOCS_PAGE)  # before ten minutes of training
