@@ -169,6 +169,13 @@ def test_demo_figure_plots_every_model_with_labelled_panels(tmp_path):
   assert fig.axes[0].get_yscale() == 'log'
 
 
+def test_trailing_mean():
+  values = [4.0, 0.0, 2.0, 6.0, 1.0]
+  expected = [4.0, 2.0, 2.0, 8 / 3, 3.0]  # means of the last (up to) 3 values
+  np.testing.assert_allclose(demo.trailing_mean(values, 3), expected)
+  np.testing.assert_array_equal(demo.trailing_mean(values, 1), values)
+
+
 DOCS_PAGE = """# The demo
 
 Text before.

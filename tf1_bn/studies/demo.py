@@ -234,6 +234,10 @@ DPI = 150
 # Test error is drawn on a log axis; an evaluation without error is drawn at
 # half an error (the axis' floor), so a curve that reaches 0 stays visible.
 ZERO_ERROR_FLOOR = 0.5
+# A test error measured on 540 examples moves in steps of 1/540: a curve with
+# more than this many evaluations is drawn as the trailing mean of
+# len // POINTS_PER_WINDOW of them, so close curves stay apart.
+POINTS_PER_WINDOW = 30
 _COLORS = ('tab:blue', 'tab:orange', 'tab:green', 'tab:red', 'tab:purple', 'tab:brown',
            'tab:pink', 'tab:gray', 'tab:olive', 'tab:cyan')
 
@@ -262,18 +266,30 @@ def _legend_below(ax, columns=2):
             frameon=False)
 
 
+def trailing_mean(values, window):
+  """values[i] -> the mean of values[max(0, i - window + 1)]..values[i]."""
+  sums = np.cumsum(np.concatenate([[0.0], np.asarray(values, np.float64)]))
+  ends = np.arange(1, len(values) + 1)
+  starts = np.maximum(0, ends - window)
+  return (sums[ends] - sums[starts]) / (ends - starts)
+
+
 def _error_panel(ax, results, styles):
-  """Test error rate per evaluation, log axis, the target accuracy marked."""
+  """Test error rate per evaluation (a trailing mean when there are many),
+  log axis, the target accuracy marked."""
   floor = ZERO_ERROR_FLOOR / max(r.test_examples for r in results)
+  window = max(1, min(len(r.eval_steps) for r in results) // POINTS_PER_WINDOW)
   for r, style in zip(results, styles):
-    ax.plot(r.eval_steps, np.maximum(r.test_error, floor), label=r.model.name, **style)
+    ax.plot(r.eval_steps, np.maximum(trailing_mean(r.test_error, window), floor),
+            label=r.model.name, **style)
   if any(min(r.test_error) == 0 for r in results):
     ax.set_ylim(bottom=floor * 0.8)  # the floor on the axis: "no error"
   target = 1.0 - TARGET_ACCURACY
   ax.axhline(target, color='black', lw=0.8, ls=':')
   ax.annotate(f'{TARGET_ACCURACY:.0%} accuracy (error {target:g})', (0.99, target),
               xycoords=('axes fraction', 'data'), ha='right', va='bottom', fontsize=8)
-  ax.set(yscale='log', xlabel='training step', ylabel='test error rate (log scale)',
+  smoothed = f', mean of the last {window} evaluations' if window > 1 else ''
+  ax.set(yscale='log', xlabel='training step', ylabel=f'test error rate{smoothed} (log scale)',
          title='test error, inference mode (moving statistics)')
   _plain_log_ticks(ax)
   ax.grid(True, which='both', alpha=0.2)
@@ -315,7 +331,7 @@ def plot(results, path):
   names = ', '.join(r.model.name for r in tracked)
   axes[2].set(yscale='log', xlabel='training step',
               ylabel='relative gap, mean over channels (log scale)',
-              title=f'first BN layer ({names}): moving vs population statistics')
+              title=f'first BN layer ({names}):\nmoving vs population statistics')
   _plain_log_ticks(axes[2])
   axes[2].grid(True, which='both', alpha=0.2)
   if tracked:
