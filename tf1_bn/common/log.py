@@ -24,8 +24,8 @@ QUIET_TF_LOG_LEVEL = '3'
 _STARTUP_LINE = re.compile(
     r'(WARNING: All log messages before absl::InitializeLog\(\) is called are written to '
     r'STDERR|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] .*|To enable the following instructions: .*)$')
-# TensorFlow's and absl's Python loggers: only errors under the command line.
-QUIET_PYTHON_LOGGERS = ('tensorflow', 'absl')
+# TensorFlow's Python logger: only errors under the command line (absl's too).
+QUIET_PYTHON_LOGGER = 'tensorflow'
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Frames in these packages are not the user's line either: a warning raised while
@@ -44,8 +44,12 @@ def quiet_tensorflow():
     return False
   os.environ[TF_LOG_LEVEL_ENV] = QUIET_TF_LOG_LEVEL
   import logging
-  for name in QUIET_PYTHON_LOGGERS:
-    logging.getLogger(name).setLevel(logging.ERROR)
+  logging.getLogger(QUIET_PYTHON_LOGGER).setLevel(logging.ERROR)
+  try:  # absl's logger is its own class: through absl, not logging.getLogger
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)
+  except ImportError:
+    pass
   return True
 
 
