@@ -22,6 +22,7 @@ Give every option a help line: the tests check that each one has one.
 """
 import argparse
 import dataclasses
+import os
 import sys
 import textwrap
 import traceback
@@ -33,6 +34,8 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_ERROR = 2
 DEBUG_FLAG = '--debug'
+# Set while a subcommand runs with --debug, for the child processes it starts.
+DEBUG_ENV = 'TF1_BN_DEBUG'
 DEBUG_HELP = 'on an error, print the Python traceback too'
 _ERROR_MEANING = ('the arguments are wrong, or the work failed: one line on stderr '
                   f'({DEBUG_FLAG} adds the traceback)')
@@ -175,6 +178,9 @@ def main(argv=None):
   debug = top.debug or args.debug
   # Each module parses its own arguments again: the ones that compare with the
   # legacy layer re-run themselves with the same argv.
+  previous = os.environ.get(DEBUG_ENV)
+  if debug:
+    os.environ[DEBUG_ENV] = '1'
   try:
     return _function(top.command, 'main')(_without_debug(top.rest))
   except Exception as error:  # every failure is one line and status 2, never 1
@@ -189,6 +195,9 @@ def main(argv=None):
         message += f' (run with {DEBUG_FLAG} for the traceback)'
     print(f'tf1-bn {top.command}: error: {message}', file=sys.stderr)
     return EXIT_ERROR
+  finally:
+    if debug and previous is None:
+      del os.environ[DEBUG_ENV]
 
 
 if __name__ == '__main__':

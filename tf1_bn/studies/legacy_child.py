@@ -3,9 +3,11 @@
 It exists only when tf-keras is installed and TF_USE_LEGACY_KERAS=1 was set
 before TensorFlow was imported, so commands that compare with it re-run
 themselves in a child process with the variable set:
-`python -m tf1_bn.studies.legacy_child MODULE ARGS...` imports TensorFlow as
-the command line does (tf1_bn.common.log.import_tensorflow: no start-up lines
-at the inherited log level), then runs MODULE as `python -m MODULE ARGS...`.
+`python -m tf1_bn.studies.legacy_child MODULE ARGS...` runs MODULE's
+subcommand through the command line (`tf1-bn COMMAND ARGS...`: TensorFlow
+imported without its start-up lines at the inherited log level, an error one
+line and status 2, the traceback when the parent had --debug), or a module
+that is no subcommand as `python -m MODULE ARGS...`.
 """
 import importlib.util
 import os
@@ -47,7 +49,13 @@ def parse_or_rerun(module, build_parser, argv=None):
 
 def _run_child(argv):
   """The child: `argv` is MODULE ARGS...; returns MODULE's exit status."""
-  module, sys.argv[1:] = argv[0], argv[1:]
+  from tf1_bn.studies import cli
+  module, args = argv[0], argv[1:]
+  for name, command in cli.COMMANDS.items():
+    if command.module == module:
+      debug = [cli.DEBUG_FLAG] if os.environ.get(cli.DEBUG_ENV) == '1' else []
+      return cli.main([*debug, name, *args])
+  sys.argv[1:] = args
   log.import_tensorflow()
   try:
     runpy.run_module(module, run_name='__main__', alter_sys=True)
