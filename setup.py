@@ -26,7 +26,7 @@ setup(
     # release with Keras 3 (where the TF1 BN APIs break); 2.21 the newest the
     # test suite has passed on.
     python_requires='>=3.10',
-    install_requires=['tensorflow>=2.16,<2.22', 'numpy'],
+    install_requires=['tensorflow>=2.16,<2.22', 'numpy', 'tqdm>=4.66'],
     extras_require={
         'demo': DEMO,
         # tf-keras runs the legacy tf.compat.v1.layers.batch_normalization the

@@ -2,6 +2,7 @@
 tf1_bn models with the legacy implementation's own inference outputs (the
 recorded fixtures) or a numpy reference as the expected values."""
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -257,3 +258,100 @@ def test_port_errors_name_the_argument(tmp_path):
   assert renamed['m/bn2/moving_mean'] == 'm/batch_normalization_1/moving_mean'
   with pytest.raises(ValueError, match='No checkpoint at'):
     checkpoints.inspect_checkpoint(str(tmp_path / 'nothing'))
+
+
+# --- paths as users type them; port's state file; port never touches its input ------
+START = FIXTURES / 'legacy' / 'layers_2d_legacy_start'  # model.ckpt.*, no `checkpoint` file
+
+
+@pytest.fixture
+def copied(tmp_path):
+  """A copy of a recorded legacy checkpoint folder (no state file): its prefix."""
+  folder = tmp_path / 'legacy'
+  folder.mkdir()
+  for file in START.iterdir():
+    (folder / file.name).write_bytes(file.read_bytes())
+  return str(folder / 'model.ckpt')
+
+
+def _listing(root):
+  return {str(p): p.read_bytes() for p in sorted(pathlib.Path(root).rglob('*')) if p.is_file()}
+
+
+@pytest.mark.parametrize('form', ['prefix', 'index', 'data', 'directory', 'directory/'])
+def test_checkpoint_paths_as_users_type_them(form, capsys):
+  prefix = str(START / 'model.ckpt')
+  typed = {'prefix': prefix, 'index': prefix + '.index',
+           'data': prefix + '.data-00000-of-00001', 'directory': str(START),
+           'directory/': str(START) + '/'}[form]
+  assert checkpoints.checkpoint_prefix(typed) == prefix
+  assert cli.main(['inspect', typed]) == 0
+  out = capsys.readouterr().out
+  assert out.splitlines()[0].endswith('model.ckpt: 1 batch-norm layer(s), 0 other variable(s)')
+  # The values are the recorded legacy checkpoint's, whatever the form.
+  reader = tf.train.load_checkpoint(prefix)
+  values = checkpoints.read_checkpoint(typed)
+  assert sorted(values) == sorted(reader.get_variable_to_shape_map())
+  for name, value in values.items():
+    np.testing.assert_array_equal(value, reader.get_tensor(name))
+
+
+def test_a_directory_of_several_checkpoints_needs_a_state_file_or_a_prefix(tmp_path):
+  values = {'bn/moving_mean': np.zeros(2, np.float32), 'bn/moving_variance': np.ones(2, np.float32)}
+  first = checkpoints.write_checkpoint(values, str(tmp_path / 'run' / 'model.ckpt-1'))
+  second = checkpoints.write_checkpoint(values, str(tmp_path / 'run' / 'model.ckpt-2'))
+  with pytest.raises(tf1_bn.CheckpointError, match='2 checkpoints in this directory') as error:
+    checkpoints.checkpoint_prefix(str(tmp_path / 'run'))
+  assert f'{first}, {second}' in str(error.value)
+  v1.train.update_checkpoint_state(str(tmp_path / 'run'), 'model.ckpt-1')
+  assert checkpoints.checkpoint_prefix(str(tmp_path / 'run')) == first
+  with pytest.raises(tf1_bn.CheckpointError, match='No checkpoint found in this directory'):
+    checkpoints.checkpoint_prefix(str(tmp_path))
+  (tmp_path / 'run' / 'model.ckpt-2.index').unlink()
+  with pytest.raises(tf1_bn.CheckpointError, match='whose index is not there'):
+    checkpoints.checkpoint_prefix(second + '.data-00000-of-00001')
+
+
+def test_port_writes_a_state_file_so_its_output_directory_works(copied, tmp_path, capsys):
+  out_dir = tmp_path / 'ported'
+  assert cli.main(['port', os.path.dirname(copied), str(out_dir / 'model.ckpt'),
+                   '--to', 'slim']) == 0
+  assert tf.train.latest_checkpoint(str(out_dir)) == str(out_dir / 'model.ckpt')
+  capsys.readouterr()
+  assert cli.main(['inspect', str(out_dir)]) == 0
+  assert 'BatchNorm  slim  channels' in capsys.readouterr().out
+  # A second port into the same folder becomes the latest; the first stays listed.
+  checkpoints.port_checkpoint(copied, str(out_dir / 'again.ckpt'), 'bn_layer')
+  state = tf.train.get_checkpoint_state(str(out_dir))
+  assert state.model_checkpoint_path == str(out_dir / 'again.ckpt')
+  assert list(state.all_model_checkpoint_paths) == [str(out_dir / 'model.ckpt'),
+                                                    str(out_dir / 'again.ckpt')]
+  # The ported values are the input's, under the new names.
+  source = checkpoints.read_checkpoint(copied)
+  ported = checkpoints.read_checkpoint(str(out_dir / 'model.ckpt'))
+  for leaf in ('gamma', 'beta', 'moving_mean', 'moving_variance'):
+    np.testing.assert_array_equal(ported[f'BatchNorm/{leaf}'],
+                                  source[f'batch_normalization/{leaf}'])
+
+
+@pytest.mark.parametrize('output', ['same prefix', 'same prefix from the index', 'data file',
+                                    'same directory', 'same directory, relative'])
+def test_port_refuses_to_overwrite_or_mix_with_its_input(output, copied, tmp_path, capsys,
+                                                         monkeypatch):
+  folder = os.path.dirname(copied)
+  in_path, out_path = {
+      'same prefix': (folder, copied),
+      'same prefix from the index': (copied + '.index', copied),
+      'data file': (copied, copied + '.data-00000-of-00001'),
+      'same directory': (copied, os.path.join(folder, 'ported.ckpt')),
+      'same directory, relative': ('model.ckpt', 'ported.ckpt'),
+  }[output]
+  monkeypatch.chdir(folder)
+  before = _listing(tmp_path)
+  assert cli.main(['port', in_path, out_path, '--to', 'tf.layers']) == cli.EXIT_ERROR
+  err = capsys.readouterr().err
+  assert err.startswith(f"tf1-bn port: error: `out_path` '{out_path}' ") and \
+      err.count('\n') == 1, err
+  assert ('would overwrite it' in err) == output.startswith(('same prefix', 'data'))
+  assert 'Nothing was written.' in err
+  assert _listing(tmp_path) == before

@@ -3,6 +3,7 @@ TensorFlow, and tf1_bn's way gives the numbers an independent numpy
 reference gives."""
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -115,3 +116,42 @@ def test_legacy_pitfalls_are_skipped_with_a_message_without_the_legacy_layer():
   outcome = pitfalls.undefined_axis()
   assert outcome.skipped == legacy.SKIP_MESSAGE and not outcome.reproduced
   assert 'skipped: ' + legacy.SKIP_MESSAGE in pitfalls.report(1, outcome, 'x')
+
+
+BLOCK_SKLEARN = '''import sys
+
+
+class _NoSklearn:
+  """A meta-path finder that makes scikit-learn impossible to import."""
+
+  def find_spec(self, name, path=None, target=None):
+    if name == 'sklearn' or name.startswith('sklearn.'):
+      raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+    return None
+
+
+sys.meta_path.insert(0, _NoSklearn())
+'''
+
+
+def test_without_scikit_learn_the_other_pitfalls_run_quietly(tmp_path):
+  """As `tf1-bn pitfalls` without the [demo] extra and with no log level chosen:
+  the digits pitfalls are skipped with a note naming the extra, the others
+  run (in the legacy child too), the status counts only those, and nothing of
+  TensorFlow's C++ logging (its start-up lines, the reproduced error's
+  `Local rendezvous is aborting`) reaches stderr."""
+  (tmp_path / 'sitecustomize.py').write_text(BLOCK_SKLEARN)
+  checkout = str(pathlib.Path(pitfalls.__file__).parents[2])
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('TF_USE_LEGACY_KERAS', 'TF_CPP_MIN_LOG_LEVEL')}
+  env['PYTHONPATH'] = os.pathsep.join([str(tmp_path), checkout, env.get('PYTHONPATH', '')])
+  done = subprocess.run(
+      [sys.executable, '-m', 'tf1_bn.studies.cli', 'pitfalls', '--only', 'incompatible_shapes',
+       'missing_update_ops', 'training_true_at_test'],
+      env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stdout + done.stderr
+  assert done.stdout.startswith(pitfalls.HEADER)
+  assert 'Incompatible shapes: [7] vs. [2]' in done.stdout and 'with tf1_bn (ok)' in done.stdout
+  assert done.stdout.count(f'skipped: {pitfalls.SKLEARN_MESSAGE}') == 2
+  assert 'tf1_bn[demo]' in pitfalls.SKLEARN_MESSAGE
+  assert done.stderr == ''

@@ -947,7 +947,9 @@ def test_port_replaces_an_existing_output_only_when_complete(tmp_path):
                                          'm/bn/moving_variance': np.ones(2, np.float32)},
                                         str(tmp_path / 'source' / 'model.ckpt'))
   tf1_bn.port_checkpoint(source, old, 'slim')
-  assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == sorted(old_bytes)
+  # The old files replaced, and port's `checkpoint` state file next to them.
+  assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == \
+      sorted([*old_bytes, checkpoints.STATE_FILE])
   assert set(checkpoints.read_checkpoint(old)) == {'m/BatchNorm/moving_mean',
                                                    'm/BatchNorm/moving_variance'}
 

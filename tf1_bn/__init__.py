@@ -1,50 +1,57 @@
-"""tf1_bn: batch normalization for TF1-style graph-mode models on current TensorFlow."""
-from tf1_bn.bn.bn_layer import bn_layer
-from tf1_bn.deploy.checkpoints import inspect_checkpoint, port_checkpoint, restore
-from tf1_bn.bn.dropout import dropout
-from tf1_bn.common.errors import CheckpointError, MissingUpdateOpsError, RestoreError
-from tf1_bn.deploy.export import export_inference
-from tf1_bn.legacy.layers_bn import batch_normalization
-from tf1_bn.bn.precise import RecomputeError, audit, recompute_statistics
-from tf1_bn.bn.replicas import collective_timeout, set_collective_timeout, tower
-from tf1_bn.legacy.slim_bn import batch_norm
-from tf1_bn.legacy.slim_patch import patch_slim, unpatch_slim
-from tf1_bn.legacy.layers_patch import patch_layers, unpatch_layers
-from tf1_bn.legacy.tf_layers import namespace as layers
-from tf1_bn.bn.switch import training_placeholder
-from tf1_bn.bn.update_ops import check_update_ops, minimize
+"""tf1_bn: batch normalization for TF1-style graph-mode models on current TensorFlow.
 
-# `import tf1_bn.layers` and `from tf1_bn.layers import conv2d` find the
-# namespace module under its public name.
-import sys as _sys
-_sys.modules.setdefault('tf1_bn.layers', layers)
+The public names load on first use (PEP 562), so `import tf1_bn` and
+`tf1_bn.__version__` do not import TensorFlow: `tf1-bn --help` and
+`tf1-bn --version` answer at once, and the command line can set TensorFlow's
+log level before TensorFlow loads. `from tf1_bn import bn_layer` and
+`tf1_bn.bn_layer` import what they need as usual.
+"""
+import importlib
 
 __version__ = '0.1.0'
 
-__all__ = [
-    'audit',
-    'batch_norm',
-    'batch_normalization',
-    'bn_layer',
-    'CheckpointError',
-    'check_update_ops',
-    'collective_timeout',
-    'dropout',
-    'export_inference',
-    'inspect_checkpoint',
-    'layers',
-    'minimize',
-    'patch_layers',
-    'patch_slim',
-    'port_checkpoint',
-    'recompute_statistics',
-    'RecomputeError',
-    'restore',
-    'set_collective_timeout',
-    'tower',
-    'RestoreError',
-    'MissingUpdateOpsError',
-    'training_placeholder',
-    'unpatch_layers',
-    'unpatch_slim',
-]
+# public name -> the module that defines it (`layers` is a module itself)
+_PUBLIC = {
+    'audit': 'tf1_bn.bn.precise',
+    'batch_norm': 'tf1_bn.legacy.slim_bn',
+    'batch_normalization': 'tf1_bn.legacy.layers_bn',
+    'bn_layer': 'tf1_bn.bn.bn_layer',
+    'CheckpointError': 'tf1_bn.common.errors',
+    'check_update_ops': 'tf1_bn.bn.update_ops',
+    'collective_timeout': 'tf1_bn.bn.replicas',
+    'dropout': 'tf1_bn.bn.dropout',
+    'export_inference': 'tf1_bn.deploy.export',
+    'inspect_checkpoint': 'tf1_bn.deploy.checkpoints',
+    'layers': 'tf1_bn.layers',
+    'minimize': 'tf1_bn.bn.update_ops',
+    'patch_layers': 'tf1_bn.legacy.layers_patch',
+    'patch_slim': 'tf1_bn.legacy.slim_patch',
+    'port_checkpoint': 'tf1_bn.deploy.checkpoints',
+    'recompute_statistics': 'tf1_bn.bn.precise',
+    'RecomputeError': 'tf1_bn.bn.precise',
+    'restore': 'tf1_bn.deploy.checkpoints',
+    'set_collective_timeout': 'tf1_bn.bn.replicas',
+    'tower': 'tf1_bn.bn.replicas',
+    'RestoreError': 'tf1_bn.common.errors',
+    'MissingUpdateOpsError': 'tf1_bn.common.errors',
+    'training_placeholder': 'tf1_bn.bn.switch',
+    'unpatch_layers': 'tf1_bn.legacy.layers_patch',
+    'unpatch_slim': 'tf1_bn.legacy.slim_patch',
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name):
+  module = _PUBLIC.get(name)
+  if module is None:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  value = importlib.import_module(module)
+  if name != 'layers':
+    value = getattr(value, name)
+  globals()[name] = value  # later look-ups skip this function
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_PUBLIC))

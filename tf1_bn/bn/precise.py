@@ -40,8 +40,6 @@ must feed every replica (a synchronized layer's peers wait for each other).
 import collections
 import dataclasses
 import json
-import sys
-import time
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -51,7 +49,7 @@ from tf1_bn.common import assignment
 from tf1_bn.bn import core
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
-from tf1_bn.common.progress import Progress
+from tf1_bn.common import progress as progress_lib
 
 v1 = tf.compat.v1
 
@@ -535,26 +533,26 @@ class _Pass:
     self.moments = {layer.scope: _Moments(layer.channels, layer.epsilon) for layer in layers}
     self.output_sums = [collections.defaultdict(float) for _ in outputs]
     self.progress = progress
-    self.bar = Progress(progress is True or (progress is None and sys.stderr.isatty()))
     self.feeds = 0
 
   def run(self, feeds, total):
     iterator = _iterate(feeds)
-    start = time.perf_counter()
     index = 0
-    while True:
-      try:
-        feed = next(iterator)
-      except StopIteration:
-        break
-      except Exception as error:
-        raise RecomputeError(f'`feeds` raised {type(error).__name__} while producing batch '
-                             f'{index}: {error}. Nothing was assigned.') from error
-      self._batch(_feed_dict(self.sess.graph, feed, index), index)
-      index += 1
-      if self.progress is True or time.perf_counter() - start > LONG_RUN_SECONDS:
-        self.bar.update('recompute_statistics', index, total)
-    self.bar.done()
+    # On a terminal (progress=None) the bar appears once the pass has run
+    # LONG_RUN_SECONDS; progress=True shows it at once, False never.
+    with progress_lib.bar(total, 'recompute_statistics', self.progress, unit='batch',
+                          delay=LONG_RUN_SECONDS if self.progress is None else 0.0) as bar:
+      while True:
+        try:
+          feed = next(iterator)
+        except StopIteration:
+          break
+        except Exception as error:
+          raise RecomputeError(f'`feeds` raised {type(error).__name__} while producing batch '
+                               f'{index}: {error}. Nothing was assigned.') from error
+        self._batch(_feed_dict(self.sess.graph, feed, index), index)
+        index += 1
+        bar.update()
     self.feeds = index
     if not index:
       raise ValueError('`feeds` yielded no feed dict: recomputing needs at least one batch. '
@@ -763,7 +761,8 @@ def recompute_statistics(sess, feeds, estimator='population', assign=True, *, pr
     estimator: 'population' or 'batch_average'.
     assign: False changes nothing and only returns the report.
     progress: True always shows a progress bar on stderr, False never; None
-      shows it on a terminal once the pass has run LONG_RUN_SECONDS.
+      shows it only when stderr is a terminal, once the pass has run
+      LONG_RUN_SECONDS (a tqdm bar).
 
   Returns:
     A Report: per layer (`report.layers`, or `report[scope]`) the scope,

@@ -1,34 +1,23 @@
-"""The one-line progress bar of the long-running commands (demo, recompute)."""
-import sys
+"""Progress bars of the long-running commands (demo, recompute_statistics): tqdm's,
+shown on a terminal only.
+
+One policy for every bar, from the `progress` argument of the caller:
+True always shows it (on stderr), False never does, None shows it only when
+stderr is a terminal (tqdm's `disable=None`), so a redirected stderr, a log
+file or CI output never receives a redrawn line.
+"""
+import tqdm
 
 
-class Progress:
-  """One status line on stderr: a label, a bar, the step and an optional loss.
+def bar(total=None, desc=None, progress=None, delay=0.0, unit='step'):
+  """A tqdm bar on stderr under the policy above.
 
-  `steps=None` (a generator of unknown length) shows the step count without a
-  bar. `done()` ends the line only if something was written, so a run that
-  never showed the bar leaves stderr untouched.
+  total: the number of updates, or None when unknown (a count without a bar).
+  delay: seconds before it first appears (a short run then never shows it).
+  Use it as a context manager, or call `close()`; `set_postfix(loss=...)` adds
+  a running value.
   """
-
-  def __init__(self, enabled, width=24):
-    self.enabled, self.width = enabled, width
-    self.shown = False
-
-  def update(self, label, step, steps=None, loss=None):
-    if not self.enabled:
-      return
-    if steps:
-      filled = int(self.width * min(step, steps) / steps)
-      status = '[' + '#' * filled + '.' * (self.width - filled) + f'] {step:>5}/{steps}'
-    else:
-      status = f'{step:>5}'
-    if loss is not None:
-      status += f' loss {loss:7.4f}'
-    sys.stderr.write(f'\r{label:<44} {status}')
-    sys.stderr.flush()
-    self.shown = True
-
-  def done(self):
-    if self.enabled and self.shown:
-      sys.stderr.write('\n')
-      self.shown = False
+  if progress is not None and not isinstance(progress, bool):
+    raise TypeError(f'`progress` must be True, False or None, received {progress!r}.')
+  return tqdm.tqdm(total=total, desc=desc, disable=None if progress is None else not progress,
+                   delay=delay, unit=unit, leave=True, dynamic_ncols=True)

@@ -194,29 +194,74 @@ def _damaged_data_file(prefix, error):
   return prefix + '.data-*'
 
 
+# What users type for a checkpoint: its prefix, one of its files, or its folder.
+INDEX_SUFFIX = '.index'
+_DATA_FILE = re.compile(r'^(?P<prefix>.+)\.data-\d+-of-\d+$')
+STATE_FILE = 'checkpoint'  # the file Saver and port write next to a checkpoint
+
+
+def _prefixes_in(directory):
+  """The checkpoint prefixes of a folder: its files NAME.index, sorted."""
+  return sorted(os.path.join(directory, name[:-len(INDEX_SUFFIX)])
+                for name in tf.io.gfile.listdir(directory)
+                if name.endswith(INDEX_SUFFIX) and len(name) > len(INDEX_SUFFIX))
+
+
+def _directory_prefix(directory):
+  state = tf.train.get_checkpoint_state(directory)
+  if state is not None and state.model_checkpoint_path:
+    named = state.model_checkpoint_path  # joined to `directory` when relative
+    if tf.io.gfile.exists(named + INDEX_SUFFIX):
+      return named
+    raise CheckpointError(named + INDEX_SUFFIX, f'missing: the `{STATE_FILE}` file of '
+                          f'{directory!r} names {named!r}, whose index is not there '
+                          '(incomplete checkpoint).')
+  found = _prefixes_in(directory)
+  if len(found) == 1:
+    return found[0]
+  if found:
+    raise CheckpointError(directory, f'{len(found)} checkpoints in this directory and no '
+                          f'`{STATE_FILE}` file naming one: pass one of the prefixes '
+                          f'{", ".join(found)}.')
+  raise CheckpointError(directory, 'No checkpoint found in this directory (no `checkpoint` '
+                        f'file naming an existing checkpoint, no *{INDEX_SUFFIX} file).')
+
+
 def checkpoint_prefix(path, arg_name='path'):
-  """A checkpoint prefix from a prefix or a directory with a `checkpoint` file.
+  """The checkpoint prefix of a path as users type it.
+
+  Accepted, in this order:
+    - a prefix: `model.ckpt-1000` (its `model.ckpt-1000.index` exists);
+    - one of its files: `model.ckpt-1000.index`, `model.ckpt-1000.data-00000-of-00001`;
+    - a directory: the checkpoint its `checkpoint` state file names (as
+      tf.train.latest_checkpoint), else its only `*.index` file. With several
+      and no state file, CheckpointError lists them: pass one.
 
   Raises TypeError for a path that is not a str or os.PathLike, and
   CheckpointError when no checkpoint index is found there.
   """
   path = v.check_path(path, arg_name)
-  if os.path.isdir(path):
-    latest = tf.train.latest_checkpoint(path)
-    if latest is not None:
-      return latest
-    state = tf.train.get_checkpoint_state(path)
-    if state is not None and state.model_checkpoint_path:
-      named = os.path.join(path, state.model_checkpoint_path)
-      raise CheckpointError(named + '.index', f'missing: the `checkpoint` file of {path!r} '
-                            f'names {named!r}, whose index is not there (incomplete checkpoint).')
-    raise CheckpointError(path, 'No checkpoint found in this directory (no `checkpoint` file '
-                          'naming an existing checkpoint).')
-  if not tf.io.gfile.exists(path + '.index'):
-    raise CheckpointError(path + '.index', f'missing. No checkpoint at {path!r}: expected '
-                          f'{path}.index (pass the prefix, e.g. model.ckpt-1000, or its '
-                          'directory).')
-  return path
+  if tf.io.gfile.isdir(path):
+    return _directory_prefix(path)
+  if tf.io.gfile.exists(path + INDEX_SUFFIX):
+    return path
+  data_file = _DATA_FILE.match(path)
+  prefix = (path[:-len(INDEX_SUFFIX)] if path.endswith(INDEX_SUFFIX)
+            else data_file['prefix'] if data_file else None)
+  if prefix is not None and tf.io.gfile.exists(path):
+    if tf.io.gfile.exists(prefix + INDEX_SUFFIX):
+      return prefix
+    raise CheckpointError(prefix + INDEX_SUFFIX, f'missing: {path!r} is a data file of the '
+                          f'checkpoint {prefix!r}, whose index is not there (incomplete '
+                          'checkpoint).')
+  raise CheckpointError(path + INDEX_SUFFIX, f'missing. No checkpoint at {path!r}: expected '
+                        f'{path}{INDEX_SUFFIX} (pass the prefix, e.g. model.ckpt-1000, one of '
+                        'its files, or its directory).')
+
+
+def checkpoint_files(prefix):
+  """The files of the checkpoint at `prefix`: its index and data files."""
+  return [prefix + INDEX_SUFFIX] + _data_files(prefix)
 
 
 def read_checkpoint(path, arg_name='path'):
@@ -257,12 +302,41 @@ def _new_directories(directory):
   return created
 
 
-def write_checkpoint(values, prefix):
+def _text_proto_string(text):
+  return '"' + text.replace('\\', '\\\\').replace('"', '\\"') + '"'
+
+
+def _record_in_state_file(prefix):
+  """Makes `prefix` the latest checkpoint of its directory's `checkpoint`
+  state file (as Saver does; the entries already listed are kept), so the
+  directory works where TensorFlow or tf1_bn expects a checkpoint folder.
+  The file names the checkpoint relative to itself and is replaced atomically
+  (written as the CheckpointState text proto Saver writes)."""
+  directory = os.path.dirname(os.path.abspath(prefix))
+  name = os.path.basename(prefix)
+  state = tf.train.get_checkpoint_state(directory)
+  listed = [os.path.relpath(p, directory) if os.path.isabs(p) else p
+            for p in (state.all_model_checkpoint_paths if state is not None else [])]
+  listed = [p for p in listed if p != name] + [name]
+  lines = [f'model_checkpoint_path: {_text_proto_string(name)}'] + [
+      f'all_model_checkpoint_paths: {_text_proto_string(p)}' for p in listed]
+  staged = os.path.join(directory, f'.{STATE_FILE}.tf1_bn-{os.getpid()}')
+  try:
+    with open(staged, 'w', encoding='utf-8') as f:
+      f.write('\n'.join(lines) + '\n')
+    os.replace(staged, os.path.join(directory, STATE_FILE))
+  finally:
+    if os.path.exists(staged):
+      os.remove(staged)
+
+
+def write_checkpoint(values, prefix, state_file=False):
   """Writes {name: numpy value} as a TensorFlow (V2) checkpoint at `prefix`.
 
   The files are written under a temporary name in the target directory and
   renamed into place, data before index, so a failure leaves neither a
-  half-written checkpoint nor a directory this call created.
+  half-written checkpoint nor a directory this call created. `state_file`
+  also records the checkpoint, last, in its directory's `checkpoint` file.
   """
   prefix = os.fspath(prefix)
   directory = os.path.dirname(os.path.abspath(prefix))
@@ -289,6 +363,8 @@ def write_checkpoint(values, prefix):
       target = prefix + file_name[len('ckpt'):]
       os.replace(os.path.join(staging, file_name), target)
       placed.append(target)
+    if state_file:
+      _record_in_state_file(prefix)
   except BaseException:
     for target in placed:
       os.remove(target)
@@ -428,6 +504,26 @@ def _as_channels(value, layer):
   return value.reshape(-1) if layer.convention == 'sonnet' else value
 
 
+def _check_output_apart(in_prefix, out_path):
+  """Refuses an output that would overwrite or mix with the input checkpoint:
+  the same prefix, a file of the input, or the input's directory (whose
+  `checkpoint` state file and set of checkpoints the port would change)."""
+  real = os.path.realpath
+  in_directory, out_directory = (real(os.path.dirname(os.path.abspath(p)))
+                                 for p in (in_prefix, out_path))
+  inputs = {real(f) for f in checkpoint_files(in_prefix)}
+  if real(out_path) == real(in_prefix) or real(out_path) in inputs:
+    overlap = 'is the input checkpoint: porting would overwrite it'
+  elif out_directory == in_directory:
+    overlap = (f'is in the input\'s directory {in_directory!r}: its files and its '
+               f'`{STATE_FILE}` file would mix with the input\'s')
+  else:
+    return
+  raise ValueError(f'`out_path` {out_path!r} {overlap}. Write the ported checkpoint into '
+                   f'another directory, e.g. {os.path.join("ported", "model.ckpt")!r}. Nothing '
+                   'was written.')
+
+
 def port_checkpoint(in_path, out_path, to):
   """Rewrites BN variable names of a checkpoint into the `to` convention.
 
@@ -436,6 +532,12 @@ def port_checkpoint(in_path, out_path, to):
   them `BatchNorm` (one per parent); `bn_layer` keeps each layer's path. Leaf
   names become gamma / beta / moving_mean / moving_variance. Every other
   variable and every value not converted is copied bit for bit.
+
+  `in_path` is a checkpoint as `checkpoint_prefix` accepts it (prefix, one of
+  its files, or its directory). The output directory gets a `checkpoint` state
+  file naming the new checkpoint, so the directory itself can be inspected,
+  restored or ported. The output must be apart from the input: the same
+  prefix, or any file in the input's directory, raises ValueError.
 
   Nothing is written unless the whole input reads and converts: a missing
   or damaged input raises CheckpointError, and the output files appear under
@@ -450,7 +552,9 @@ def port_checkpoint(in_path, out_path, to):
     raise ValueError(f'`out_path` must be a checkpoint prefix such as {example!r}, received '
                      f'{out_path!r}, a directory.')
   v.check_choice(to, PORT_TARGETS, 'to')
-  values = read_checkpoint(in_path, 'in_path')
+  in_prefix = checkpoint_prefix(in_path, 'in_path')
+  _check_output_apart(in_prefix, out_path)
+  values = read_checkpoint(in_prefix, 'in_path')
   layers = find_layers(values)
   paths = _target_paths(layers, to)
   renamed, output = {}, {}
@@ -478,7 +582,7 @@ def port_checkpoint(in_path, out_path, to):
   if clashes:
     raise ValueError(f'Porting to {to!r} would give several variables the name(s) '
                      f'{clashes}; rename them first.')
-  write_checkpoint(output, out_path)
+  write_checkpoint(output, out_path, state_file=True)
   return renamed
 
 
@@ -595,7 +699,8 @@ def restore(sess, ckpt_path, var_list=None):
 def inspect_build_parser(parser=None):
   import argparse
   parser = parser or argparse.ArgumentParser(prog='tf1-bn inspect')
-  parser.add_argument('checkpoint', help='checkpoint prefix (model.ckpt-1000) or its directory')
+  parser.add_argument('checkpoint', help='the checkpoint: its prefix (model.ckpt-1000), one of '
+                      'its files (model.ckpt-1000.index) or its directory')
   return parser
 
 
@@ -610,8 +715,11 @@ def inspect_main(argv=None):
 def port_build_parser(parser=None):
   import argparse
   parser = parser or argparse.ArgumentParser(prog='tf1-bn port')
-  parser.add_argument('in_checkpoint', help='checkpoint prefix or directory to read')
-  parser.add_argument('out_checkpoint', help='checkpoint prefix to write, e.g. out/model.ckpt')
+  parser.add_argument('in_checkpoint', help='the checkpoint to read: its prefix, one of its '
+                      'files, or its directory')
+  parser.add_argument('out_checkpoint', help='the prefix to write, e.g. ported/model.ckpt, in '
+                      'a directory other than the input\'s; a `checkpoint` state file is '
+                      'written next to it')
   parser.add_argument('--to', required=True, choices=PORT_TARGETS,
                       help='the naming convention to write')
   return parser

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tf1_bn.studies import digits
 from tf1_bn.bn import precise
-from tf1_bn.common.progress import Progress
+from tf1_bn.common import progress as progress_lib
 from tf1_bn.bn.replicas import tower
 from tf1_bn.bn.switch import training_placeholder
 from tf1_bn.bn.update_ops import minimize
@@ -80,6 +80,11 @@ class Result:
   statistics: list = dataclasses.field(default_factory=list)
   # What train()'s `after_training` returned (e.g. the precise-BN study).
   after: object = None
+  test_examples: int = 0
+
+  @property
+  def test_error(self):
+    return [1.0 - accuracy for accuracy in self.test_accuracy]
 
   @property
   def final_accuracy(self):
@@ -96,6 +101,9 @@ class Result:
 def train(model, split, steps, seed, eval_every, progress=None, label=None,
           after_training=None):
   """Trains one model; returns its Result.
+
+  `progress`: a bar on stderr labelled `label`; True always, False never,
+  None only on a terminal.
 
   `after_training(sess, tensors, model, split)`, if given, runs once training
   and the last evaluation are done (after the timing), with the model's
@@ -126,9 +134,10 @@ def train(model, split, steps, seed, eval_every, progress=None, label=None,
     init = v1.global_variables_initializer()
   graph.finalize()
 
-  result = Result(model, [], [], [], 0.0)
+  result = Result(model, [], [], [], 0.0, test_examples=len(split.test_y))
   running_loss = None
-  with digits.single_thread_session(graph, model.replicas) as sess:
+  with digits.single_thread_session(graph, model.replicas) as sess, \
+      progress_lib.bar(steps, label or model.name, progress) as bar:
     sess.run(init)
     start = time.perf_counter()
     batches = digits.minibatches(len(split.train_x), steps, model.global_batch_size, seed)
@@ -138,6 +147,7 @@ def train(model, split, steps, seed, eval_every, progress=None, label=None,
         feed.update({tower_x: split.train_x[part], tower_y: split.train_y[part]})
       _, batch_loss = sess.run([train_op, loss], feed)
       running_loss = batch_loss if running_loss is None else 0.95 * running_loss + 0.05 * batch_loss
+      bar.update()
       if step % eval_every == 0 or step == steps:
         # No training feed: the placeholder defaults to False, inference mode.
         result.eval_steps.append(step)
@@ -150,14 +160,11 @@ def train(model, split, steps, seed, eval_every, progress=None, label=None,
               step=step, kernel=sess.run(kernel), moving_mean=moving_mean,
               moving_variance=moving_variance,
               population_mean=population.mean(0), population_variance=population.var(0)))
-        if progress:
-          progress.update(label or model.name, step, steps, running_loss)
+        bar.set_postfix(loss=f'{running_loss:.4f}', refresh=False)
     result.seconds = time.perf_counter() - start
     if after_training is not None:
       tensors = dict(x=x, y=y, logits=logits, accuracy=accuracy)
       result.after = after_training(sess, tensors, model, split)
-  if progress:
-    progress.done()
   return result
 
 
@@ -189,11 +196,10 @@ def _towers(model, optimizer, seed):
   return xs, ys, logits, tf.add_n(losses), train_op
 
 
-def run(steps=3000, seed=0, eval_every=10, models=MODELS, progress=True, after_training=None):
+def run(steps=3000, seed=0, eval_every=10, models=MODELS, progress=None, after_training=None):
   split = digits.load(seed)
-  bar = Progress(progress)
-  return [train(model, split, steps, seed, eval_every, bar, f'[{i}/{len(models)}] {model.name}',
-                after_training)
+  return [train(model, split, steps, seed, eval_every, progress,
+                f'[{i}/{len(models)}] {model.name}', after_training)
           for i, model in enumerate(models, 1)]
 
 
@@ -223,30 +229,205 @@ def statistics_gap(result):
   return steps, mean_gap, variance_gap
 
 
-def plot(results, path):
+# --- Pictures --------------------------------------------------------------------
+DPI = 150
+# Test error is drawn on a log axis; an evaluation without error is drawn at
+# half an error (the axis' floor), so a curve that reaches 0 stays visible.
+ZERO_ERROR_FLOOR = 0.5
+# A test error measured on 540 examples moves in steps of 1/540: a curve with
+# more than this many evaluations is drawn as the trailing mean of
+# len // POINTS_PER_WINDOW of them, so close curves stay apart.
+POINTS_PER_WINDOW = 30
+_COLORS = ('tab:blue', 'tab:orange', 'tab:green', 'tab:red', 'tab:purple', 'tab:brown',
+           'tab:pink', 'tab:gray', 'tab:olive', 'tab:cyan')
+
+
+def _pyplot():
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-  for r in results:
-    style = '--' if r.model.bn is None else '-'
-    axes[0].plot(r.eval_steps, r.test_accuracy, style, label=r.model.name)
-    axes[1].plot(r.eval_steps, r.train_loss, style, label=r.model.name)
-  axes[0].axhline(TARGET_ACCURACY, color='grey', lw=0.5)
-  axes[0].set(title='test accuracy (inference mode, no feed)', xlabel='step', ylim=(0, 1))
-  axes[1].set(title='training loss (running average)', xlabel='step', yscale='log')
-  axes[0].legend(fontsize=7)
+  return plt
+
+
+def _plain_log_ticks(ax):
+  """Tick labels of a log y axis (call it once the data is drawn) as plain
+  numbers (0.05, not 5 x 10^-2); over more than a decade only 2s and 5s
+  between the powers of ten, over less every minor tick."""
+  import matplotlib.ticker as ticker
+  low, high = ax.get_ylim()
+  every = high / low < 10
+  ax.yaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))
+  ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
+      lambda value, _: f'{value:g}' if every or f'{value:.0e}'[0] in '25' else ''))
+
+
+def _legend_below(ax, columns=2):
+  ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.12), ncol=columns,
+            frameon=False)
+
+
+def trailing_mean(values, window):
+  """values[i] -> the mean of values[max(0, i - window + 1)]..values[i]."""
+  sums = np.cumsum(np.concatenate([[0.0], np.asarray(values, np.float64)]))
+  ends = np.arange(1, len(values) + 1)
+  starts = np.maximum(0, ends - window)
+  return (sums[ends] - sums[starts]) / (ends - starts)
+
+
+def _error_panel(ax, results, styles):
+  """Test error rate per evaluation (a trailing mean when there are many),
+  log axis, the target accuracy marked."""
+  floor = ZERO_ERROR_FLOOR / max(r.test_examples for r in results)
+  window = max(1, min(len(r.eval_steps) for r in results) // POINTS_PER_WINDOW)
+  for r, style in zip(results, styles):
+    ax.plot(r.eval_steps, np.maximum(trailing_mean(r.test_error, window), floor),
+            label=r.model.name, **style)
+  if any(min(r.test_error) == 0 for r in results):
+    ax.set_ylim(bottom=floor * 0.8)  # the floor on the axis: "no error"
+  target = 1.0 - TARGET_ACCURACY
+  ax.axhline(target, color='black', lw=0.8, ls=':')
+  ax.annotate(f'{TARGET_ACCURACY:.0%} accuracy (error {target:g})', (0.99, target),
+              xycoords=('axes fraction', 'data'), ha='right', va='bottom', fontsize=8)
+  smoothed = f', mean of the last {window} evaluations' if window > 1 else ''
+  ax.set(yscale='log', xlabel='training step', ylabel=f'test error rate{smoothed} (log scale)',
+         title='test error, inference mode (moving statistics)')
+  _plain_log_ticks(ax)
+  ax.grid(True, which='both', alpha=0.2)
+
+
+def _loss_panel(ax, results, styles):
+  for r, style in zip(results, styles):
+    ax.plot(r.eval_steps, r.train_loss, label=r.model.name, **style)
+  ax.set(yscale='log', xlabel='training step', ylabel='cross-entropy (nats, log scale)',
+         title='training loss (running average)')
+  _plain_log_ticks(ax)
+  ax.grid(True, which='both', alpha=0.2)
+
+
+def _styles(results):
+  """One colour per model; models without BN dashed."""
+  return [dict(color=_COLORS[i % len(_COLORS)], lw=1.4,
+               ls='--' if r.model.bn is None else '-') for i, r in enumerate(results)]
+
+
+def plot(results, path):
+  """demo.png: test error and training loss of every model, and how far the
+  tracked model's moving statistics are from the population statistics.
+  Returns the (closed) figure."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 3, figsize=(18, 7))
+  styles = _styles(results)
+  _error_panel(axes[0], results, styles)
+  _loss_panel(axes[1], results, styles)
+  for ax in axes[:2]:
+    _legend_below(ax)
   tracked = [r for r in results if r.statistics]
   for r in tracked:
     steps, mean_gap, variance_gap = statistics_gap(r)
-    axes[2].plot(steps, mean_gap, label=f'{r.model.name}: |moving mean - population mean| / std')
-    axes[2].plot(steps, variance_gap, label=f'{r.model.name}: |moving var - population var| / var')
-  axes[2].set(title='first BN layer: moving vs population statistics', xlabel='step',
-              yscale='log')
-  axes[2].legend(fontsize=7)
+    axes[2].plot(steps, mean_gap, color='tab:blue',
+                 label=f'mean: |moving - population| / population std')
+    axes[2].plot(steps, variance_gap, color='tab:red',
+                 label=f'variance: |moving - population| / population variance')
+  names = ', '.join(r.model.name for r in tracked)
+  axes[2].set(yscale='log', xlabel='training step',
+              ylabel='relative gap, mean over channels (log scale)',
+              title=f'first BN layer ({names}):\nmoving vs population statistics')
+  _plain_log_ticks(axes[2])
+  axes[2].grid(True, which='both', alpha=0.2)
+  if tracked:
+    _legend_below(axes[2], columns=1)
   fig.tight_layout()
-  fig.savefig(path, dpi=72)
+  fig.savefig(path, dpi=DPI)
   plt.close(fig)
+  return fig
+
+
+def plot_precise(studied, path):
+  """precise.png: per model, test accuracy with the moving and with the
+  recomputed statistics; per channel of the first BN layer, the moving
+  against the recomputed mean and variance (on the diagonal: nothing to fix)."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 3, figsize=(18, 7), gridspec_kw=dict(width_ratios=[1.3, 1, 1]))
+  names = [r.model.name for r in studied]
+  rows = np.arange(len(studied))
+  moving = np.array([r.after.accuracy for r in studied])
+  recomputed = np.array([r.after.recomputed_accuracy for r in studied])
+  height = 0.38
+  axes[0].barh(rows - height / 2, moving, height, color='tab:gray', label='moving statistics')
+  axes[0].barh(rows + height / 2, recomputed, height, color='tab:green',
+               label='recomputed (training set)')
+  for row, a, b in zip(rows, moving, recomputed):
+    axes[0].text(a, row - height / 2, f' {a:.3f}', va='center', fontsize=8)
+    axes[0].text(b, row + height / 2, f' {b:.3f}', va='center', fontsize=8)
+  low = min(moving.min(), recomputed.min())
+  axes[0].set_xlim(max(0.0, low - (1 - low) * 0.3), 1.0)
+  axes[0].set_yticks(rows, names, fontsize=8)
+  axes[0].invert_yaxis()
+  axes[0].set(xlabel='test accuracy (fraction correct)', ylabel='trained model',
+              title='test accuracy: moving vs recomputed statistics')
+  _legend_below(axes[0])
+  axes[0].grid(True, axis='x', alpha=0.3)
+  shown = _scatter_models(studied)
+  for ax, kind in zip(axes[1:], ('mean', 'variance')):
+    values = []
+    for i, r in shown:
+      layer = r.after.recomputed.layers[0]
+      old, new = (np.ravel(getattr(layer, f'{when}_{kind}')) for when in ('old', 'new'))
+      if kind == 'mean':  # in units of each channel's recomputed standard deviation
+        std = np.sqrt(np.ravel(layer.new_variance) + layer.epsilon)
+        old, new = old / std, new / std
+      ax.scatter(new, old, s=14, alpha=0.6, color=_COLORS[i % len(_COLORS)],
+                 label=r.model.name)
+      values.extend([old, new])
+    values = np.concatenate(values)
+    if kind == 'variance':
+      ax.set(xscale='log', yscale='log')
+      positive = values[values > 0]
+      span = (positive.min() / 1.5, positive.max() * 1.5)
+      unit = '(squared units of the layer input, log-log)'
+    else:
+      margin = 0.05 * (values.max() - values.min())
+      span = (values.min() - margin, values.max() + margin)
+      unit = '(units: the recomputed standard deviation)'
+    ax.plot(span, span, color='black', lw=0.8, ls=':', label='moving = recomputed')
+    ax.set(xlim=span, ylim=span, xlabel=f'recomputed {kind}, training set\n{unit}',
+           ylabel=f'moving {kind} after training',
+           title=f'first BN layer, one point per channel: {kind}')
+    ax.grid(True, alpha=0.3)
+    _legend_below(ax, columns=1)
+  fig.tight_layout()
+  fig.savefig(path, dpi=DPI)
+  plt.close(fig)
+  return fig
+
+
+def _scatter_models(studied):
+  """(index, result) of the models the scatter panels show: the first one
+  (well trained), the small-batch one and the short-decay one, when there."""
+  picked = [0] + [i for i, r in enumerate(studied) if i and (
+      r.model.batch_size == SMALL_BATCH_SIZE or r.model is DECAY_MODEL or
+      r.model == DECAY_MODEL)]
+  return [(i, studied[i]) for i in picked]
+
+
+def plot_towers(at_scale, path):
+  """towers.png: the small-batch study at scale, test error and training loss
+  of local and synchronized statistics on towers and of one device."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(14, 6.5))
+  styles = [dict(color='tab:red', lw=1.6), dict(color='tab:blue', lw=3.0, alpha=0.6),
+            dict(color='black', lw=1.0, ls='--')][:len(at_scale)]
+  _error_panel(axes[0], at_scale, styles)
+  _loss_panel(axes[1], at_scale, styles)
+  for ax in axes:
+    _legend_below(ax, columns=1)
+  fig.suptitle(f'{REPLICAS} towers x batch {SMALL_BATCH_SIZE}: local against synchronized '
+               f'statistics\n(synchronized, the towers train as one device with batch '
+               f'{REPLICAS * SMALL_BATCH_SIZE}: those two curves overlap)', fontsize=11)
+  fig.tight_layout()
+  fig.savefig(path, dpi=DPI)
+  plt.close(fig)
+  return fig
 
 
 # --- Small batches at scale: synchronized BN on towers ------------------------------
@@ -267,7 +448,7 @@ REPLICA_MODELS = (
 )
 
 
-def replica_study(steps, seed, eval_every, progress=True):
+def replica_study(steps, seed, eval_every, progress=None):
   """The small-batch study at scale; returns the Results of REPLICA_MODELS."""
   return run(max(steps // REPLICA_STEPS_DIVISOR, 1), seed, eval_every, REPLICA_MODELS, progress)
 
@@ -292,6 +473,7 @@ class PreciseResult:
   accuracy: float  # test accuracy with the moving statistics
   recomputed_accuracy: float  # after recomputing over the training set
   audit: object  # tf1_bn.audit's report, before recomputing
+  recomputed: object = None  # recompute_statistics' report (old = moving, new = recomputed)
 
 
 def precise_bn(sess, tensors, model, split):
@@ -309,18 +491,18 @@ def precise_bn(sess, tensors, model, split):
 
   audit = precise.audit(sess, feeds, outputs={'logits': tensors['logits']}, progress=False)
   accuracy = test_accuracy()
-  precise.recompute_statistics(sess, [{x: split.train_x}], progress=False)
-  return PreciseResult(accuracy, test_accuracy(), audit)
+  recomputed = precise.recompute_statistics(sess, [{x: split.train_x}], progress=False)
+  return PreciseResult(accuracy, test_accuracy(), audit, recomputed)
 
 
-def precise_study(results, steps, seed, progress=True):
+def precise_study(results, steps, seed, progress=None):
   """The precise-BN section: the BN models of `results` (trained with
   `after_training=precise_bn`) and DECAY_MODEL, trained here for
   steps // SHORT_TRAINING_DIVISOR steps. Returns their Results."""
   split = digits.load(seed)
   short = max(1, steps // SHORT_TRAINING_DIVISOR)
   # One evaluation, at the end: this model's curve is not plotted.
-  extra = train(DECAY_MODEL, split, short, seed, short, Progress(progress),
+  extra = train(DECAY_MODEL, split, short, seed, short, progress,
                 f'[precise BN] {DECAY_MODEL.name}', precise_bn)
   return [r for r in results if r.after is not None] + [extra]
 
@@ -351,21 +533,105 @@ def precise_audit_table(studied):
   return '\n'.join(lines)
 
 
+# --- The tables in the docs --------------------------------------------------------
+DOCS_PAGE = 'demo.md'
+BEGIN_MARKER = '<!-- demo:begin -->'
+END_MARKER = '<!-- demo:end -->'
+PICTURES = ('demo.png', 'precise.png', 'towers.png')
+_PICTURE_TEXT = {'demo.png': 'test error, training loss and moving statistics of every model',
+                 'precise.png': 'moving against recomputed statistics',
+                 'towers.png': 'local against synchronized statistics on 8 towers'}
+
+
+def _marked_span(text, path):
+  """(start, end) of the text between the markers; ValueError naming the
+  page when a marker is missing, repeated or out of order."""
+  counts = {marker: text.count(marker) for marker in (BEGIN_MARKER, END_MARKER)}
+  if counts != {BEGIN_MARKER: 1, END_MARKER: 1} or \
+      text.index(BEGIN_MARKER) > text.index(END_MARKER):
+    raise ValueError(f'{path} must hold the line {BEGIN_MARKER} and, after it, the line '
+                     f'{END_MARKER} once each (the demo writes its tables between them); '
+                     f'found {counts[BEGIN_MARKER]} and {counts[END_MARKER]}.')
+  return text.index(BEGIN_MARKER) + len(BEGIN_MARKER), text.index(END_MARKER)
+
+
+def check_docs_page(path):
+  """Reads the docs page and checks its markers (before any training)."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ValueError(f'--write-docs needs {path} with the markers {BEGIN_MARKER} and '
+                     f'{END_MARKER}; there is no such file (run from the repository root, or '
+                     'pass --docs FOLDER).')
+  text = path.read_text(encoding='utf-8')
+  _marked_span(text, path)
+  return text
+
+
+def provenance(argv, now=None):
+  """Where the tables come from: the date, the machine and the command."""
+  import datetime
+  import os
+  import platform
+  import shlex
+  now = now or datetime.datetime.now(datetime.timezone.utc)
+  return (f'Written by `{shlex.join(["tf1-bn", "demo", *argv])}` on '
+          f'{now:%Y-%m-%d %H:%M} UTC: {platform.system()} {platform.machine()}, '
+          f'{os.cpu_count()} CPU cores, Python {platform.python_version()}, '
+          f'TensorFlow {tf.__version__}.')
+
+
+def write_docs_block(path, body):
+  """Replaces what is between the markers of the page at `path` with `body`;
+  the page is replaced in one step (a temporary file renamed over it)."""
+  import os
+  import tempfile
+  path = pathlib.Path(path)
+  text = check_docs_page(path)
+  start, end = _marked_span(text, path)
+  new = text[:start] + '\n' + body.strip('\n') + '\n' + text[end:]
+  handle, staged = tempfile.mkstemp(prefix='.demo-', suffix='.md', dir=path.parent)
+  try:
+    with os.fdopen(handle, 'w', encoding='utf-8') as f:
+      f.write(new)
+    os.replace(staged, path)
+  finally:
+    if os.path.exists(staged):
+      os.remove(staged)
+
+
+def docs_block(text, argv):
+  """The block the docs page gets: provenance, the tables, the pictures."""
+  pictures = '\n\n'.join(f'![{_PICTURE_TEXT[name]}]({name})' for name in PICTURES)
+  return f'{provenance(argv)}\n\n{text}\n\n{pictures}'
+
+
 def build_parser(parser=None):
   parser = parser or argparse.ArgumentParser(prog='tf1-bn demo', description=__doc__)
   parser.add_argument('--steps', type=int, default=3000, help='training steps per model')
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--seed', type=int, default=0,
+                      help='seed of the data split, the initial weights and the batch order')
   parser.add_argument('--eval-every', type=int, default=10,
                       help='steps between test-set evaluations')
-  parser.add_argument('--out', default='demo_out', help='folder for demo.md and demo.png')
+  parser.add_argument('--out', default='demo_out',
+                      help='folder for demo.md and the pictures ' + ', '.join(PICTURES))
+  parser.add_argument('--write-docs', action='store_true',
+                      help=f'also write the tables into DOCS/{DOCS_PAGE} between its lines '
+                      f'{BEGIN_MARKER} and {END_MARKER} (with the date, machine and command) '
+                      'and copy the pictures into DOCS')
+  parser.add_argument('--docs', default='docs', help='the DOCS folder of --write-docs')
   return parser
 
 
 def main(argv=None):
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = build_parser().parse_args(argv)
   for name in ('steps', 'eval_every'):
     if getattr(args, name) < 1:
-      raise SystemExit(f'--{name.replace("_", "-")} must be >= 1, received {getattr(args, name)}.')
+      raise ValueError(f'--{name.replace("_", "-")} must be >= 1, received '
+                       f'{getattr(args, name)}.')
+  docs = pathlib.Path(args.docs)
+  if args.write_docs:
+    check_docs_page(docs / DOCS_PAGE)  # before ten minutes of training
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   results = run(args.steps, args.seed, args.eval_every, after_training=precise_bn)
@@ -377,10 +643,19 @@ def main(argv=None):
                        table(at_scale)])
   (out / 'demo.md').write_text(text + '\n', encoding='utf-8')
   plot(results, out / 'demo.png')
+  plot_precise(studied, out / 'precise.png')
+  plot_towers(at_scale, out / 'towers.png')
   print(text)
   bn_best = max(r.final_accuracy for r in results if r.model.bn)
-  print(f'\nbest BN model: {bn_best:.4f} test accuracy. Wrote {out / "demo.md"} and '
-        f'{out / "demo.png"}.')
+  written = [out / 'demo.md'] + [out / name for name in PICTURES]
+  if args.write_docs:
+    import shutil
+    for name in PICTURES:
+      shutil.copyfile(out / name, docs / name)
+    write_docs_block(docs / DOCS_PAGE, docs_block(text, argv))
+    written += [docs / DOCS_PAGE] + [docs / name for name in PICTURES]
+  print(f'\nbest BN model: {bn_best:.4f} test accuracy. Wrote '
+        f'{", ".join(str(path) for path in written)}.')
   return 0
 
 

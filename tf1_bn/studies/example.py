@@ -42,8 +42,9 @@ def train(steps=300, seed=0):
 
 def build_parser(parser=None):
   parser = parser or argparse.ArgumentParser(prog='tf1-bn example')
-  parser.add_argument('--steps', type=int, default=300)
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--steps', type=int, default=300, help='training steps (batches of 64)')
+  parser.add_argument('--seed', type=int, default=0,
+                      help='seed of the data, the initial weights and the batch order')
   return parser
 
 

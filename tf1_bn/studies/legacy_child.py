@@ -2,13 +2,22 @@
 
 It exists only when tf-keras is installed and TF_USE_LEGACY_KERAS=1 was set
 before TensorFlow was imported, so commands that compare with it re-run
-themselves in a child process with the variable set.
+themselves in a child process with the variable set:
+`python -m tf1_bn.studies.legacy_child MODULE ARGS...` runs MODULE's
+subcommand through the command line (`tf1-bn COMMAND ARGS...`: TensorFlow
+imported without its start-up lines at the inherited log level, an error one
+line and status 2, the traceback when the parent had --debug), or a module
+that is no subcommand as `python -m MODULE ARGS...`.
 """
 import importlib.util
 import os
+import runpy
 import subprocess
 import sys
 
+from tf1_bn.common import log
+
+CHILD_MODULE = 'tf1_bn.studies.legacy_child'
 SKIP_MESSAGE = ('tf-keras is not installed, so the legacy tf.compat.v1.layers.batch_normalization '
                 'cannot run here (pip install "tf-keras~=<your TensorFlow version>").')
 
@@ -35,4 +44,25 @@ def parse_or_rerun(module, build_parser, argv=None):
   if not installed() or active():
     return args, None
   env = dict(os.environ, TF_USE_LEGACY_KERAS='1')
-  return None, subprocess.call([sys.executable, '-m', module, *argv], env=env)
+  return None, subprocess.call([sys.executable, '-m', CHILD_MODULE, module, *argv], env=env)
+
+
+def _run_child(argv):
+  """The child: `argv` is MODULE ARGS...; returns MODULE's exit status."""
+  from tf1_bn.studies import cli
+  module, args = argv[0], argv[1:]
+  for name, command in cli.COMMANDS.items():
+    if command.module == module:
+      debug = [cli.DEBUG_FLAG] if os.environ.get(cli.DEBUG_ENV) == '1' else []
+      return cli.main([*debug, name, *args])
+  sys.argv[1:] = args
+  log.import_tensorflow()
+  try:
+    runpy.run_module(module, run_name='__main__', alter_sys=True)
+  except SystemExit as done:
+    return done.code
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(_run_child(sys.argv[1:]))

@@ -2,9 +2,13 @@
 installed TensorFlow with the real error text or the wrong numbers, each
 followed by what tf1_bn does about it.
 
-The pitfalls that belong to tf.compat.v1.layers.batch_normalization run the
-real legacy layer (tf-keras with TF_USE_LEGACY_KERAS=1; the command re-runs
-itself with it set) and are skipped with a message when tf-keras is missing.
+The TensorFlow errors it prints are reproduced on purpose: each is the
+evidence of a pitfall. The pitfalls that belong to
+tf.compat.v1.layers.batch_normalization run the real legacy layer (tf-keras
+with TF_USE_LEGACY_KERAS=1; the command re-runs itself with it set) and are
+skipped with a message when tf-keras is missing; the two that train on the
+digits need scikit-learn (the [demo] extra) and are skipped with a message
+without it. Skipped pitfalls do not change the exit status.
 """
 import argparse
 import dataclasses
@@ -16,9 +20,24 @@ import tempfile
 
 import numpy as np
 
+from tf1_bn.common import log
 from tf1_bn.studies import legacy_child as legacy
 
 BATCH_MOMENT_OPS = ('Mean', 'SquaredDifference')
+HEADER = ('The TensorFlow errors below are reproduced on purpose: each pitfall shows what '
+          'goes wrong, then what tf1_bn does instead. (With TF_CPP_MIN_LOG_LEVEL below 2, '
+          "TensorFlow's own log lines about them, such as `Local rendezvous is aborting`, "
+          'reach stderr too; they are expected.)\n')
+SKLEARN_MESSAGE = ('needs scikit-learn, which provides the digits data: pip install '
+                   '"tf1_bn[demo]".')
+
+
+def _sklearn_missing():
+  try:
+    import sklearn.datasets  # noqa: F401  (what digits.load imports)
+  except ImportError:
+    return True
+  return False
 
 
 @dataclasses.dataclass
@@ -70,16 +89,20 @@ def _max_error(actual, expected):
   return float(np.max(np.abs(np.asarray(actual, np.float64) - expected)))
 
 
-def _pitfall(title, needs_legacy=False):
+def _pitfall(title, needs_legacy=False, needs_sklearn=False):
   """Registers a pitfall: it receives an empty Outcome (key = its name) to fill.
   One that `needs_legacy` is skipped with a message when the legacy layer
-  cannot run in this process."""
+  cannot run in this process; one that `needs_sklearn` (trains on the
+  digits) when scikit-learn cannot be imported."""
   def register(fill):
     @functools.wraps(fill)
     def run():
       outcome = Outcome(fill.__name__, title)
       if needs_legacy and not legacy.active():
         outcome.skipped = legacy.SKIP_MESSAGE
+        return outcome
+      if needs_sklearn and _sklearn_missing():
+        outcome.skipped = SKLEARN_MESSAGE
         return outcome
       fill(outcome)
       return outcome
@@ -248,7 +271,8 @@ def _digits_model(layer, split, steps, with_update_ops, seed=0):
               moving={var.op.name: sess.run(var) for var in moving})
 
 
-@_pitfall('Train op without the UPDATE_OPS dependency: moving statistics stay 0 / 1')
+@_pitfall('Train op without the UPDATE_OPS dependency: moving statistics stay 0 / 1',
+          needs_sklearn=True)
 def missing_update_ops(outcome, steps=300):
   from tf1_bn.studies import digits
   import tf1_bn
@@ -300,7 +324,8 @@ def missing_update_ops(outcome, steps=300):
                          check_error=check_error)
 
 
-@_pitfall('training left True at test time: a prediction depends on the rest of its batch')
+@_pitfall('training left True at test time: a prediction depends on the rest of its batch',
+          needs_sklearn=True)
 def training_true_at_test(outcome, steps=300):
   from tf1_bn.studies import digits
   import tf1_bn
@@ -547,11 +572,12 @@ def main(argv=None):
   if status is not None:
     return status
   import warnings
-  import tensorflow as tf
+  tf = log.import_tensorflow()
   # The legacy layer's deprecation notices would bury the evidence.
   warnings.filterwarnings('ignore', message='.*is deprecated')
   tf.get_logger().setLevel('ERROR')
   selected = [p for p in PITFALLS if not args.only or p.__name__ in args.only]
+  print(HEADER, flush=True)
   outcomes = []
   for index, pitfall in enumerate(selected, 1):
     outcome = pitfall()
