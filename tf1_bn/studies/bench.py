@@ -33,10 +33,13 @@ ints) and the run's `Settings`, and returns a list of `Case`s: a title, a
 zero-argument function that builds fresh runners (name -> object with
 `step()` returning seconds and `close()`; `SessionRunner` covers a
 fetch/feed in a session), the name of the reference row, and the input's
-size in bytes when the copy bound applies (None for a whole network or
-graph construction). The bench does the rest: warm-up, alternation, runs,
+(shape, dtype name) when the copy bound applies (`bound_input`; None for a
+whole network or graph construction). The bench does the rest: warm-up, alternation, runs,
 bound, table. `tf1-bn bench --cases KIND:DIMS` then runs it; see
-`CASE_KINDS` for the registered kinds.
+`CASE_KINDS` for the registered kinds. `register_case_kind(..., rank,
+least)` makes `--cases` refuse other numbers of dimensions or smaller ones
+before anything is measured; `Case(..., rounds=N)` times N steps and no
+warm-up whatever `--steps` says, for steps that take seconds.
 
 The legacy tf.compat.v1.layers.batch_normalization needs tf-keras and
 TF_USE_LEGACY_KERAS=1 before TensorFlow is imported: when tf-keras is
