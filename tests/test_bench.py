@@ -151,11 +151,24 @@ def test_parse_case_checks_the_kind_and_the_dimensions():
       bench.parse_case(text)
 
 
+def test_a_kind_can_ask_for_least_dimensions():
+  assert bench.parse_case('layers:1x4x4x1') == ('layers', [1, 4, 4, 1])
+  for text in ('layers:2x3x8x3', 'layers:2x8x2x3'):  # two 2x2 poolings need 4 pixels
+    with pytest.raises(ValueError, match=f"{text!r}: the layers case needs each dimension at "
+                       "least 1x4x4x1, e.g. layers:64x32x32x3"):
+      bench.parse_case(text)
+  with pytest.raises(ValueError, match=r"case kind 'odd': least=\(1, 2\) needs one entry per "
+                     r"dimension \(rank=3\)"):
+    bench.register_case_kind('odd', 'odd:1x2x3', '', rank=3, least=(1, 2))
+  assert 'odd' not in bench.CASE_KINDS
+
+
 class _FakeRunner:
   def __init__(self, seconds):
-    self.seconds, self.closed = seconds, False
+    self.seconds, self.closed, self.steps = seconds, False, 0
 
   def step(self):
+    self.steps += 1
     return self.seconds
 
   def close(self):
@@ -182,6 +195,20 @@ def test_a_registered_kind_runs_through_the_bench(monkeypatch):
       ('fake 3 inference', 'row0', 0.5, 2), ('fake 3 inference', 'row1', 1.0, 2),
       ('fake 3 inference', 'row2', 1.5, 2)]
   assert len(built) == 2 and all(r.closed for runners in built for r in runners.values())
+
+
+def test_a_case_with_fixed_rounds_ignores_steps_and_warmup():
+  built = []
+
+  def runners():
+    built.append({'ref': _FakeRunner(2e-3), 'other': _FakeRunner(1e-3)})
+    return built[-1]
+
+  rows = bench.measure_case(bench.Case('slow', runners, 'ref', rounds=3), steps=50, warmup=7)
+  assert [r.steps for r in built[0].values()] == [3, 3]
+  assert [(r['implementation'], r['ratio']) for r in rows] == [('ref', 1.0), ('other', 0.5)]
+  (build,) = bench.build_cases(['build:2'], bench.Settings())
+  assert build.rounds == bench.BUILD_ROUNDS and build.bound_input is None
 
 
 # --- end to end on tiny shapes ----------------------------------------------------
@@ -222,10 +249,24 @@ def test_fold_and_build_cases_have_no_copy_bound():
     assert cells[3] == '-' and cells[5] == '-'  # no GB/s, no copy bound
 
 
+def test_the_tf_layers_case_times_tf1_bn_layers_without_a_copy_bound():
+  from tf1_bn.studies import bench_layers
+  cases = bench.build_cases(['layers:2x8x8x3'], bench.Settings())  # no legacy in this process
+  assert [(c.title, c.reference, c.bound_input, c.rounds) for c in cases] == [
+      ('layers 2x8x8x3 float32 train', bench_layers.OURS, None, None),
+      ('layers 2x8x8x3 float32 inference', bench_layers.OURS, None, None)]
+  summary = bench.run(cases, steps=1, warmup=0, repeat=1)
+  assert [(r['case'], r['implementation'], r['ratio'], r['copy_fraction'], r['gbps'])
+          for r in summary] == [
+      ('layers 2x8x8x3 float32 train', bench_layers.OURS, 1.0, None, None),
+      ('layers 2x8x8x3 float32 inference', bench_layers.OURS, 1.0, None, None)]
+
+
 def test_the_command_writes_its_table_into_the_docs_with_the_legacy_rows(tmp_path, capfd):
   docs = tmp_path / 'performance.md'
   docs.write_text(DOC)
-  argv = ['--cases', 'nhwc:2x3x3x4', '--modes', 'inference', '--steps', '2', '--warmup', '1',
+  argv = ['--cases', 'nhwc:2x3x3x4', 'layers:2x8x8x3', '--modes', 'inference', '--steps', '2',
+          '--warmup', '1',
           '--out', str(tmp_path / 'out'), '--write-docs', str(docs)]
   assert bench.main(argv) == 0  # re-runs itself with TF_USE_LEGACY_KERAS=1 (tf-keras is here)
   text = docs.read_text()
@@ -239,6 +280,10 @@ def test_the_command_writes_its_table_into_the_docs_with_the_legacy_rows(tmp_pat
   assert [line.split(' | ')[1] for line in rows][4:6] == ['legacy fused=True',
                                                           'legacy fused=False']
   assert '| legacy fused=True | ' in text and ' 1.00x |' in rows[4]
+  layers_rows = [line.split(' | ') for line in text.splitlines() if line.startswith('| layers')]
+  assert [(row[0], row[1], row[4]) for row in layers_rows][1] == (
+      '| layers 2x8x8x3 float32 inference', 'legacy tf.compat.v1.layers', '1.00x')
+  assert [row[1] for row in layers_rows] == ['tf1_bn.layers', 'legacy tf.compat.v1.layers']
   assert (tmp_path / 'out' / 'bench.md').read_text() in text
   assert (tmp_path / 'out' / 'bench.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert 'wrote the table into' in capfd.readouterr().out

@@ -258,14 +258,6 @@ def test_layers_import_no_keras():
         assert 'keras' not in name, f'{path.name} imports {name}'
 
 
-def test_bench_case_runs_at_a_tiny_size():
-  from tf1_bn.studies import bench_layers
-  rows = bench_layers.layers_case([2, 4, 4, 3], steps=2, warmup=0, legacy_available=False)
-  assert [(r['case'], r['implementation']) for r in rows] == [
-      ('layers 2x4x4x3 train', bench_layers.OURS), ('layers 2x4x4x3 inference', bench_layers.OURS)]
-  assert all(r['ms'] > 0 and r['ratio'] == 1.0 for r in rows)
-
-
 LEGACY_ACTIVE_CHILD = textwrap.dedent('''
     import tensorflow as tf
     loader = tf.compat.v1.layers

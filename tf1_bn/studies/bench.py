@@ -33,10 +33,13 @@ ints) and the run's `Settings`, and returns a list of `Case`s: a title, a
 zero-argument function that builds fresh runners (name -> object with
 `step()` returning seconds and `close()`; `SessionRunner` covers a
 fetch/feed in a session), the name of the reference row, and the input's
-size in bytes when the copy bound applies (None for a whole network or
-graph construction). The bench does the rest: warm-up, alternation, runs,
+(shape, dtype name) when the copy bound applies (`bound_input`; None for a
+whole network or graph construction). The bench does the rest: warm-up, alternation, runs,
 bound, table. `tf1-bn bench --cases KIND:DIMS` then runs it; see
-`CASE_KINDS` for the registered kinds.
+`CASE_KINDS` for the registered kinds. `register_case_kind(..., rank,
+least)` makes `--cases` refuse other numbers of dimensions or smaller ones
+before anything is measured; `Case(..., rounds=N)` times N steps and no
+warm-up whatever `--steps` says, for steps that take seconds.
 
 The legacy tf.compat.v1.layers.batch_normalization needs tf-keras and
 TF_USE_LEGACY_KERAS=1 before TensorFlow is imported: when tf-keras is
@@ -52,6 +55,7 @@ import shlex
 import sys
 import tempfile
 import time
+import warnings
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -100,15 +104,19 @@ class Case:
 
   `runners()` builds fresh runners, {row name: runner}, each with `step()`
   (one timed step, seconds) and `close()`; it is called once per run.
-  `reference` names the row that ratios divide by. `bound_input`, (shape, dtype name), is the tensor a one-pass layer reads
-  and writes once at least: the copy bound applies, and copies of a tensor
-  of that size join the alternation; None (a whole network, graph
-  construction): no bound.
+  `reference` names the row that ratios divide by. `bound_input`, (shape,
+  dtype name), is the tensor a one-pass layer reads and writes once at least:
+  the copy bound applies, and copies of a tensor of that size join the
+  alternation; None (a whole network, graph construction): no bound.
+  `rounds`, for steps that take seconds (graph construction): that many
+  timed steps and no warm-up, whatever `--steps` and `--warmup` say (the
+  runners then do their one-time work when built); None: the command line's.
   """
   title: str
   runners: Callable[[], Dict[str, object]]
   reference: str
   bound_input: Optional[tuple] = None
+  rounds: Optional[int] = None
 
   @property
   def nbytes(self):
@@ -129,18 +137,24 @@ class CaseKind:
   help: str
   builder: Callable[[List[int], Settings], List[Case]]
   rank: Optional[int] = None  # how many dimensions it takes; None: any
+  least: Optional[tuple] = None  # the least value of each dimension; None: 1
 
 
 CASE_KINDS: Dict[str, CaseKind] = {}
 
 
-def register_case_kind(name, usage, help_text, rank=None):
+def register_case_kind(name, usage, help_text, rank=None, least=None):
   """Decorator: registers `builder(dims, settings) -> [Case, ...]` as `name`,
-  for `rank` dimensions (None: any number)."""
+  for `rank` dimensions (None: any number), each at least its entry of
+  `least` (a tuple of `rank` ints; None: every dimension at least 1)."""
+  if least is not None and (rank is None or len(least) != rank):
+    raise ValueError(f'case kind {name!r}: least={least!r} needs one entry per dimension '
+                     f'(rank={rank!r})')
+
   def register(builder):
     if name in CASE_KINDS:
       raise ValueError(f'case kind {name!r} is registered already')
-    CASE_KINDS[name] = CaseKind(name, usage, help_text, builder, rank)
+    CASE_KINDS[name] = CaseKind(name, usage, help_text, builder, rank, least)
     return builder
   return register
 
@@ -160,6 +174,9 @@ def parse_case(text):
     rank = '' if kind.rank is None else f'{kind.rank} '
     raise ValueError(f'--cases: {text!r} needs {rank}positive dimensions after the colon, '
                      f'e.g. {kind.usage}')
+  if kind.least is not None and any(d < m for d, m in zip(shape, kind.least)):
+    raise ValueError(f'--cases: {text!r}: the {label} case needs each dimension at least '
+                     f'{"x".join(map(str, kind.least))}, e.g. {kind.usage}')
   return label, shape
 
 
@@ -356,6 +373,8 @@ def measure_case(case, steps, warmup, seed=0):
                        f'its runners {sorted(runners)}')
     if case.bound_input is not None:
       runners.update(copy_runners(case))
+    if case.rounds is not None:
+      steps, warmup = case.rounds, 0
     times = alternate(runners, steps, warmup, seed)
   finally:
     for runner in runners.values():
@@ -531,6 +550,40 @@ def fold_cases(shape, settings):
                'exported, unfolded')]
 
 
+class _TfLayersRunner(SessionRunner):
+  """A step of the tf.compat.v1.layers CNN of `tf1_bn.studies.bench_layers`,
+  built on one layers namespace in its own graph and session."""
+
+  def __init__(self, layers, shape, mode):
+    import tensorflow as tf
+    from tf1_bn.studies import bench_layers
+    self.graph = tf.Graph()
+    with self.graph.as_default(), warnings.catch_warnings():
+      # The legacy layers warn that each function is deprecated, once per call site.
+      warnings.filterwarnings('ignore', r'`tf\.layers\.\w+` is deprecated', UserWarning)
+      self.fetch, self.feed, init = bench_layers.build_step(layers, shape, mode)
+      self.sess = tf.compat.v1.Session(config=session_config())
+      self.sess.run(init)
+
+
+@register_case_kind('layers', 'layers:64x32x32x3',
+                    'a tf.compat.v1.layers CNN (conv, BN, pooling, dense), train step and '
+                    "inference: tf1_bn's layers (patch_layers) against the legacy layers",
+                    4, least=(1, 4, 4, 1))
+def tf_layers_cases(shape, settings):
+  from tf1_bn.studies import bench_layers
+  reference = bench_layers.LEGACY if settings.legacy_available else bench_layers.OURS
+  cases = []
+  for mode in settings.modes:
+
+    def runners(mode=mode):
+      return {name: _TfLayersRunner(layers, shape, mode)
+              for name, layers in bench_layers.namespaces(settings.legacy_available).items()}
+
+    cases.append(Case(f'layers {"x".join(map(str, shape))} float32 {mode}', runners, reference))
+  return cases
+
+
 class _BuildRunner:
   """Builds `count` layers of one implementation, chained, in a new graph."""
 
@@ -566,7 +619,8 @@ def build_cases_of(shape, settings):
             for name, build in _implementations(settings.legacy_available, False).items()}
 
   reference = LEGACY_FUSED if settings.legacy_available else 'bn_layer'
-  return [Case(f'build {count} layers, graph construction', runners, reference)]
+  return [Case(f'build {count} layers, graph construction', runners, reference,
+               rounds=BUILD_ROUNDS)]
 
 
 class _TowerRunner(SessionRunner):
