@@ -21,9 +21,11 @@ puts dropout on tf1_bn's switch instead:
 * a scalar tf.bool tensor: drop only while it is True;
 * `training=False`: never drop (no dropout op is built).
 
-With a tensor switch the step uses keep probability 1 in inference (the
-random mask is still drawn, and every unit kept), so no `tf.cond` enters the
-loop body and the training step is the legacy one.
+With a tensor switch the step builds the legacy dropout ops and selects
+their result while training and the undropped values otherwise
+(`tf.where` on the switch, no `tf.cond` in the loop body): training runs
+draw exactly the masks of the always-on wrapper, and inference is exactly
+the cell without dropout.
 """
 import hashlib
 import numbers
@@ -203,19 +205,20 @@ class DropoutWrapper(_CellWrapper):
     text = f'{self._seed}{salt_prefix}_{index}'.encode('utf-8')
     return int(hashlib.md5(text).hexdigest()[:8], 16) & 0x7FFFFFFF
 
-  def _effective_keep(self, keep_prob):
-    """The keep probability on the training switch: None when nothing drops."""
+  def _switched_dropout(self, values, salt, noise, keep_prob, shallow=None):
+    """`_dropout` on the training switch: the legacy ops while training (the
+    same masks as the always-on wrapper), the values themselves otherwise."""
     if not _should_drop(keep_prob):
-      return None
+      return values
     training = self._training
     known = switch_lib.static_value(training) if training is not None else None
     if known is False:
-      return None
+      return values
+    dropped = self._dropout(values, salt, noise, keep_prob, shallow)
     if known is True:
-      return keep_prob
+      return dropped
     training = switch_lib.resolve_training(training)
-    keep = tf.convert_to_tensor(keep_prob, dtype=tf.float32)
-    return tf.where(training, keep, tf.ones_like(keep))
+    return tf.nest.map_structure(lambda d, x: tf.where(training, d, x), dropped, values)
 
   def _dropout(self, values, salt, noise, keep_prob, shallow=None):
     shallow = values if shallow is None else shallow
@@ -238,18 +241,16 @@ class DropoutWrapper(_CellWrapper):
     return _enumerated_map_up_to(shallow, drop_variational, shallow, values, noise)
 
   def _call_wrapped_cell(self, inputs, state, cell_call_fn, **kwargs):
-    keep = self._effective_keep(self._input_keep_prob)
-    if keep is not None:
-      inputs = self._dropout(inputs, 'input', self._recurrent_input_noise, keep)
+    inputs = self._switched_dropout(inputs, 'input', self._recurrent_input_noise,
+                                    self._input_keep_prob)
     output, new_state = cell_call_fn(inputs, state, **kwargs)
-    keep = self._effective_keep(self._state_keep_prob)
-    if keep is not None:
+    if _should_drop(self._state_keep_prob):
       shallow = tf.__internal__.nest.get_traverse_shallow_structure(
           self._dropout_state_filter, new_state)
-      new_state = self._dropout(new_state, 'state', self._recurrent_state_noise, keep, shallow)
-    keep = self._effective_keep(self._output_keep_prob)
-    if keep is not None:
-      output = self._dropout(output, 'output', self._recurrent_output_noise, keep)
+      new_state = self._switched_dropout(new_state, 'state', self._recurrent_state_noise,
+                                         self._state_keep_prob, shallow)
+    output = self._switched_dropout(output, 'output', self._recurrent_output_noise,
+                                    self._output_keep_prob)
     return output, new_state
 
 
