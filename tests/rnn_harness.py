@@ -136,13 +136,7 @@ def run_case(case):
     meta['state_types'] = [type(s).__name__ for s in tf.nest.flatten(
         state, expand_composites=False)]
     meta['state_structure'] = str(tf.nest.map_structure(lambda _: 0, state))
-    batch, time, depth = case['shape']
-    xs = np.random.RandomState(case.get('seed', 0) + 1).randn(batch, time, depth).astype(dtype)
-    if case.get('time_major'):
-      xs = xs.transpose(1, 0, 2)
-    feed = {x: xs}
-    if seq_len is not None:
-      feed[seq_len] = np.array([time - (i % time) for i in range(batch)], np.int32)
+    feed = _inputs(case, x, seq_len)
     with v1.Session() as sess:
       sess.run(v1.global_variables_initializer())
       if case.get('init'):
@@ -159,6 +153,41 @@ def run_case(case):
     for var, g in zip(trainable, values[2][1:]):
       arrays['grad/' + var.name] = g
   return meta, arrays
+
+
+def _inputs(case, x, seq_len):
+  batch, time, depth = case['shape']
+  xs = np.random.RandomState(case.get('seed', 0) + 1).randn(batch, time, depth).astype(
+      x.dtype.as_numpy_dtype)
+  if case.get('time_major'):
+    xs = xs.transpose(1, 0, 2)
+  feed = {x: xs}
+  if seq_len is not None:
+    feed[seq_len] = np.array([time - (i % time) for i in range(batch)], np.int32)
+  return feed
+
+
+def checkpoint_run(case, checkpoint, save):
+  """Builds the case; with `save`, initializes and saves `checkpoint` (a
+  default Saver, no meta graph), else restores it; returns the outputs and
+  the flattened final state for the case's inputs."""
+  import tensorflow as tf
+  v1 = tf.compat.v1
+  with tf.Graph().as_default():
+    v1.set_random_seed(case.get('graph_seed', 7))
+    x, seq_len, outputs, state, _ = build_graph(case)
+    saver = v1.train.Saver()
+    with v1.Session() as sess:
+      if save:
+        sess.run(v1.global_variables_initializer())
+        saver.save(sess, checkpoint, write_meta_graph=False)
+      else:
+        saver.restore(sess, checkpoint)
+      values = sess.run([outputs, tf.nest.flatten(state)], _inputs(case, x, seq_len))
+  arrays = {'outputs': values[0]}
+  for i, s in enumerate(values[1]):
+    arrays[f'state_{i}'] = s
+  return arrays
 
 
 def run_all(cases, out_prefix):
