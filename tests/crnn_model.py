@@ -75,6 +75,7 @@ def _data():
 
 def train(batch_norm, checkpoint, save):
   import tensorflow as tf
+  from rnn_harness import start_session
   v1 = tf.compat.v1
   images_value, labels_value, seq_len_value = _data()
   results = {}
@@ -92,11 +93,7 @@ def train(batch_norm, checkpoint, save):
     saver = v1.train.Saver()
     feed = {images: images_value, labels: labels_value, seq_len: seq_len_value}
     with v1.Session() as sess:
-      if save:
-        sess.run(v1.global_variables_initializer())
-        saver.save(sess, checkpoint, write_meta_graph=False)
-      else:
-        saver.restore(sess, checkpoint)
+      start_session(sess, saver, checkpoint, save)
       results['logits_before'] = sess.run(logits, feed)
       losses = []
       for _ in range(STEPS):

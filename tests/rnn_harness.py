@@ -18,10 +18,38 @@ OUT_PREFIX.json (meta per case) and OUT_PREFIX.npz (arrays, keyed
 "<case id>/<name>").
 """
 import json
+import os
+import pathlib
 import sys
 import zlib
 
 import numpy as np
+
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def legacy_env(legacy_keras='1'):
+  """The environment of a child process that runs the legacy cells (tests/
+  importable), or None when tf-keras is not installed here."""
+  try:
+    import tf_keras  # noqa: F401
+  except ImportError:
+    return None
+  return dict(os.environ, TF_USE_LEGACY_KERAS=legacy_keras, TF_CPP_MIN_LOG_LEVEL='2',
+              PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get('PYTHONPATH', '')]))
+
+
+def start_session(sess, saver, checkpoint, save):
+  """Initializes `sess` and saves `checkpoint` (a default Saver, no meta graph)
+  when `save`, else restores it: how the legacy run and the ported one start
+  from the same variables."""
+  import tensorflow as tf
+  if save:
+    sess.run(tf.compat.v1.global_variables_initializer())
+    saver.save(sess, checkpoint, write_meta_graph=False)
+  else:
+    saver.restore(sess, checkpoint)
 
 
 def _rnn_cell():
@@ -178,11 +206,7 @@ def checkpoint_run(case, checkpoint, save):
     x, seq_len, outputs, state, _ = build_graph(case)
     saver = v1.train.Saver()
     with v1.Session() as sess:
-      if save:
-        sess.run(v1.global_variables_initializer())
-        saver.save(sess, checkpoint, write_meta_graph=False)
-      else:
-        saver.restore(sess, checkpoint)
+      start_session(sess, saver, checkpoint, save)
       values = sess.run([outputs, tf.nest.flatten(state)], _inputs(case, x, seq_len))
   arrays = {'outputs': values[0]}
   for i, s in enumerate(values[1]):

@@ -202,7 +202,8 @@ def test_inputs_of_another_depth_name_the_cell_and_both_depths(graph):
   cell = rc.LSTMCell(4)
   v1.nn.dynamic_rnn(cell, v1.placeholder(tf.float32, [None, 3, 5]), dtype=tf.float32)
   count = len(graph.get_operations())
-  with pytest.raises(ValueError, match=r"'rnn/lstm_cell' was built for inputs of depth 5.*"
+  with pytest.raises(ValueError, match=r"Dimensions must be equal, but are 11 and 9 .*"
+                                       r"'rnn/lstm_cell': it was built for inputs of depth 5.*"
                                        r"received depth 7"):
     cell(v1.placeholder(tf.float32, [None, 7]), cell.zero_state(2, tf.float32))
   # Only the placeholder and the zero state were added; nothing of the cell.

@@ -9,7 +9,6 @@ within 1e-6 relative (float32); initial values come from the same
 distributions (two-sample Kolmogorov-Smirnov tests, constants exactly).
 """
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -78,15 +77,6 @@ IDS = [case['id'] for case in CASES]
 TOLERANCE = {'float32': 1e-6, 'float64': 1e-12}
 
 
-def _legacy_env():
-  try:
-    import tf_keras  # noqa: F401
-  except ImportError:
-    return None
-  return dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='2',
-              PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get('PYTHONPATH', '')]))
-
-
 def _load(prefix):
   with open(str(prefix) + '.json') as f:
     meta = json.load(f)
@@ -95,7 +85,7 @@ def _load(prefix):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  env = _legacy_env()
+  env = rnn_harness.legacy_env()
   if env is None:
     pytest.skip('tf-keras is not installed: the legacy cells cannot run')
   out = tmp_path_factory.mktemp('rnn_parity')

@@ -2,7 +2,6 @@
 against tf.compat.v1.nn.rnn_cell only: the legacy run (tf-keras, in a child)
 and the ported run (tf1_bn patched in, in a child where importing tf_keras
 fails) train 3 steps from the same checkpoint and agree within 1e-5."""
-import os
 import pathlib
 import subprocess
 import sys
@@ -10,14 +9,13 @@ import sys
 import numpy as np
 import pytest
 
+import rnn_harness
 from reference import max_relative_error
 
 HERE = pathlib.Path(__file__).resolve().parent
 
 
-def _run(impl, checkpoint, out, legacy_keras):
-  env = dict(os.environ, TF_USE_LEGACY_KERAS=legacy_keras, TF_CPP_MIN_LOG_LEVEL='2',
-             PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get('PYTHONPATH', '')]))
+def _run(impl, checkpoint, out, env):
   result = subprocess.run([sys.executable, str(HERE / 'crnn_model.py'), impl, checkpoint,
                            str(out)], env=env, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -26,15 +24,14 @@ def _run(impl, checkpoint, out, legacy_keras):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  try:
-    import tf_keras  # noqa: F401
-  except ImportError:
+  env = rnn_harness.legacy_env()
+  if env is None:
     pytest.skip('tf-keras is not installed: the legacy cells cannot run')
   out = tmp_path_factory.mktemp('crnn')
   checkpoint = str(out / 'start' / 'model.ckpt')
-  legacy = _run('legacy', checkpoint, out / 'legacy.npz', '1')
+  legacy = _run('legacy', checkpoint, out / 'legacy.npz', env)
   # TF_USE_LEGACY_KERAS=1 too: the variable set, tf-keras absent.
-  ours = _run('tf1_bn', checkpoint, out / 'tf1_bn.npz', '1')
+  ours = _run('tf1_bn', checkpoint, out / 'tf1_bn.npz', env)
   return ours, legacy
 
 

@@ -409,8 +409,7 @@ class RNNCell:
   def trainable_weights(self):
     if not self._trainable:
       return []
-    trainable = set(id(t) for t in tf.compat.v1.trainable_variables())
-    return [w for w in self._weights if id(w) in trainable]
+    return [w for w in self._weights if getattr(w, 'trainable', True)]
 
   @property
   def non_trainable_weights(self):

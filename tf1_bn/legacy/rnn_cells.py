@@ -46,7 +46,7 @@ class _DenseStepCell(base.LayerRNNCell):
     name = self._scope.name if self._scope is not None else self._name
     if shape.rank is not None and shape.rank != STEP_RANK:
       raise ValueError(
-          f'Input 0 of layer {self._name!r} is incompatible with the layer: expected '
+          f'Input 0 of layer "{self._name}" is incompatible with the layer: expected '
           f'ndim={STEP_RANK}, found ndim={shape.rank}. Full shape received: {shape}. An rnn cell '
           f'takes one time step, [batch, depth]; run a sequence [batch, time, depth] through '
           f'tf.compat.v1.nn.dynamic_rnn (or unstack it for static_rnn).')
@@ -64,12 +64,14 @@ class _DenseStepCell(base.LayerRNNCell):
     if first_call:
       self._input_depth = int(depth)
     elif self._input_depth is not None and int(depth) != self._input_depth:
+      state_depth = self._kernel_state_depth()
       raise ValueError(
-          f'Cell {name!r} was built for inputs of depth {self._input_depth} (its kernel is '
-          f'[{self._input_depth} + {self._kernel_state_depth()}, ...]) and now received depth '
-          f'{int(depth)} (inputs shape {shape}). A cell instance shares its variables across '
-          f'calls, so every call must have the same depth; use a new cell for the other '
-          f'inputs.')
+          f'Dimensions must be equal, but are {int(depth) + state_depth} and '
+          f'{self._input_depth + state_depth} for the kernel matmul of cell {name!r}: it was '
+          f'built for inputs of depth {self._input_depth} (its kernel is '
+          f'[{self._input_depth} + {state_depth}, ...]) and now received depth {int(depth)} '
+          f'(inputs shape {shape}). A cell instance shares its variables across calls, so '
+          f'every call must have the same depth; use a new cell for the other inputs.')
 
   def _kernel_state_depth(self):
     return self._num_units
