@@ -114,6 +114,14 @@ def build_graph(case):
         fw, bw, x, sequence_length=seq_len, dtype=dtype, time_major=time_major, scope=scope)
     outputs = tf.concat([out_fw, out_bw], -1)
     cells = [fw, bw]
+  elif runner == 'static_bidi':
+    fw, bw = build_cell(case['cell']), build_cell(case['cell'])
+    steps = tf.unstack(x, axis=0 if time_major else 1)
+    outs, state_fw, state_bw = v1.nn.static_bidirectional_rnn(
+        fw, bw, steps, sequence_length=seq_len, dtype=dtype, scope=scope)
+    outputs = tf.stack(outs, axis=0 if time_major else 1)
+    state = (state_fw, state_bw)
+    cells = [fw, bw]
   elif runner == 'manual':
     # Cells called by hand in one variable scope: names made unique per scope.
     xs = tf.unstack(x, axis=1)

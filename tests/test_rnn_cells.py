@@ -219,6 +219,21 @@ def test_undefined_depth_and_wrong_rank_explain_the_fix(graph):
   assert v1.global_variables() == []
 
 
+def test_get_initial_state_takes_batch_and_dtype_from_inputs(graph):
+  cell = rc.MultiRNNCell([rc.LSTMCell(3), rc.GRUCell(2)])
+  x = v1.placeholder(tf.float64, [None, 5])
+  state = cell.get_initial_state(inputs=x)
+  assert [s.shape.as_list() for s in tf.nest.flatten(state)] == [[None, 3], [None, 3], [None, 2]]
+  assert all(s.dtype == tf.float64 for s in tf.nest.flatten(state))
+  with v1.Session() as sess:
+    values = sess.run(tf.nest.flatten(state), {x: np.ones([4, 5])})
+  assert all(np.array_equal(v, np.zeros_like(v)) and len(v) == 4 for v in values)
+  with pytest.raises(ValueError, match='`batch_size` \\(2\\) differs'):
+    cell.get_initial_state(inputs=tf.zeros([3, 5]), batch_size=2)
+  with pytest.raises(ValueError, match='needs `batch_size` and `dtype`'):
+    cell.get_initial_state(batch_size=2)
+
+
 # --- the protocol for subclasses (BNLSTMCell and user cells) ---------------------------
 class ScaledCell(rc.RNNCell):
   """A minimal user cell: build + call + sizes."""
@@ -269,3 +284,22 @@ def test_lstm_bench_case_runs_at_tiny_sizes():
   assert all(r['ratio'] == 1.0 and r['ms'] > 0 for r in rows)
   with pytest.raises(ValueError, match='batch x time x depth x units'):
     bench_cells.lstm_case([2, 3, 4], steps=1, warmup=0, legacy_available=False)
+
+
+class GetVariableCell(rc.LayerRNNCell):
+  """A cell that creates a variable inside `call` (as a BN in the step does)."""
+
+  state_size = output_size = 2
+
+  def call(self, inputs, state):
+    scale = v1.get_variable('scale', [2], initializer=v1.ones_initializer())
+    return inputs * scale + state, inputs * scale + state
+
+
+def test_variables_created_in_call_are_tracked_and_reused(graph):
+  cell = GetVariableCell()
+  x = v1.placeholder(tf.float32, [None, 3, 2])
+  v1.nn.static_rnn(cell, tf.unstack(x, axis=1), dtype=tf.float32)
+  v1.nn.dynamic_rnn(cell, x, dtype=tf.float32, scope='again')
+  assert [v.name for v in v1.global_variables()] == ['rnn/get_variable_cell/scale:0']
+  assert cell.variables == v1.global_variables() == cell.trainable_variables

@@ -48,6 +48,8 @@ CASES = [
     dict(id='lstm_bidi_named', rnn='bidi', scope='enc', cell=['LSTMCell', {'num_units': 3,
                                                                             'name': 'lstm'}]),
     dict(id='lstm_again', again=True, cell=LSTM),
+    dict(id='basic_lstm_static_bidi_seq', rnn='static_bidi', seq=True,
+         cell=['BasicLSTMCell', {'num_units': 3}]),
     dict(id='lstm_untrainable', cell=['LSTMCell', {'num_units': 3, 'trainable': False}]),
     dict(id='manual_two_lstm', rnn='manual', cell=['LSTMCell', {'num_units': 3}]),
     dict(id='manual_two_named', rnn='manual', cell=['GRUCell', {'num_units': 2, 'name': 'g'}]),
@@ -58,8 +60,13 @@ CASES = [
         ['BasicLSTMCell', {'num_units': 2, 'state_is_tuple': False}], GRU],
         {'state_is_tuple': False}]),
     dict(id='dropout_keep1', cell=['DropoutWrapper', LSTM]),
+    # No per-step input dropout here: its ops do not wait for the previous
+    # step, so dynamic_rnn's parallel iterations draw its masks in whatever
+    # order they run (legacy too); output and state dropout follow the steps.
     dict(id='dropout_seeded', cell=['DropoutWrapper', LSTM, {
-        'input_keep_prob': 0.7, 'output_keep_prob': 0.6, 'state_keep_prob': 0.8, 'seed': 3}]),
+        'output_keep_prob': 0.6, 'state_keep_prob': 0.8, 'seed': 3}]),
+    dict(id='dropout_seeded_input_static', rnn='static', cell=['DropoutWrapper', LSTM, {
+        'input_keep_prob': 0.7, 'output_keep_prob': 0.6, 'seed': 3}]),
     dict(id='dropout_variational', cell=['DropoutWrapper', ['MultiRNNCell', [LSTM, GRU]], {
         'input_keep_prob': 0.7, 'output_keep_prob': 0.6, 'state_keep_prob': 0.8, 'seed': 5,
         'variational_recurrent': True, 'input_size': SHAPE[2], 'dtype': 'float32'}]),

@@ -16,9 +16,10 @@ Writing a cell: subclass `RNNCell`, define `state_size` and `output_size`,
 create variables in `build(input_shape)` with `self.add_weight(name, shape,
 initializer=...)` (or `self.add_variable`, the same), and compute one step in
 `call(inputs, state, **kwargs)`; keyword arguments given to the cell call
-(for example `training=`) reach `call`. An old-style cell that creates its
-variables with `tf.compat.v1.get_variable` inside `call` works too: they
-are created in the cell's scope and tracked in `cell.variables`.
+(for example `training=`) reach `call`. Variables created inside `call`
+with `tf.compat.v1.get_variable` (an old-style cell, or a layer such as
+batch norm used inside the step) are created in the cell's scope, reused
+at later calls like those of `build`, and tracked in `cell.variables`.
 
 Scopes and sharing, as the legacy cells (tf.layers' Layer) did:
 
@@ -317,7 +318,10 @@ class RNNCell:
   def _scoped_call(self, inputs, state, scope, kwargs):
     self._set_scope(scope)
     reuse = True if self.built else self._reuse
-    with tf.compat.v1.variable_scope(self._scope, reuse=reuse, auxiliary_name_scope=False):
+    # The getter tracks variables `call` creates with get_variable (a BN inside
+    # a cell, old-style cells) in `variables`, as those of `build`.
+    with tf.compat.v1.variable_scope(self._scope, reuse=reuse, auxiliary_name_scope=False,
+                                     custom_getter=self._track_getter):
       with tf.compat.v1.name_scope(self._scope.original_name_scope):
         if not self.built:
           self.check_inputs(inputs, first_call=True)
