@@ -234,6 +234,14 @@ def test_get_initial_state_takes_batch_and_dtype_from_inputs(graph):
     cell.get_initial_state(batch_size=2)
 
 
+def test_eager_call_says_a_graph_is_needed():
+  cell = rc.LSTMCell(2)
+  with pytest.raises(RuntimeError, match='needs a graph'):
+    cell(tf.ones([1, 3]), cell.zero_state(1, tf.float32))
+  with pytest.raises(RuntimeError, match='needs a graph'):
+    rc.DropoutWrapper(cell)(tf.ones([1, 3]), cell.zero_state(1, tf.float32))
+
+
 # --- the protocol for subclasses (BNLSTMCell and user cells) ---------------------------
 class ScaledCell(rc.RNNCell):
   """A minimal user cell: build + call + sizes."""

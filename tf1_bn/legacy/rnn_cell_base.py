@@ -293,6 +293,7 @@ class RNNCell:
 
   def __call__(self, inputs, state, scope=None, **kwargs):
     """Runs one step in the cell's variable scope (see the module docstring)."""
+    v.check_graph_mode(f'{type(self).__name__} (a tf.compat.v1.nn.rnn_cell cell)')
     if not self._captures_call_scope:
       return self._scoped_call(inputs, state, scope, kwargs)
     if scope is not None:

@@ -57,6 +57,7 @@ class _DenseStepCell(base.LayerRNNCell):
           f'The depth sizes the cell\'s kernel, so it must be static: give the placeholder '
           f'its last dimension, or call `inputs.set_shape([None, None, depth])` after an op '
           f'(a reshape with -1, a tf.py_function) that lost it.')
+    base.check_cell_dtype(inputs.dtype.base_dtype, 'inputs')
     if inputs.dtype.base_dtype != (self._dtype or inputs.dtype.base_dtype):
       raise TypeError(f'Cell {name!r} has {self._dtype.name} variables and received '
                       f'{inputs.dtype.base_dtype.name} inputs; cast the inputs or build the '

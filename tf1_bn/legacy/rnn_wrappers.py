@@ -65,6 +65,7 @@ class _CellWrapper(base.RNNCell):
       return self.cell.zero_state(batch_size, dtype)
 
   def __call__(self, inputs, state, scope=None, **kwargs):
+    v.check_graph_mode(f'{type(self).__name__} (a tf.compat.v1.nn.rnn_cell wrapper)')
     return self._call_wrapped_cell(inputs, state, self.cell.__call__, scope=scope, **kwargs)
 
   def build(self, input_shape):
