@@ -40,6 +40,15 @@ def legacy_env(legacy_keras='1'):
               PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get('PYTHONPATH', '')]))
 
 
+def legacy_env_or_skip():
+  """`legacy_env()` for a pytest fixture: skips the tests when tf-keras is absent."""
+  env = legacy_env()
+  if env is None:
+    import pytest
+    pytest.skip('tf-keras is not installed: the legacy cells cannot run')
+  return env
+
+
 def start_session(sess, saver, checkpoint, save):
   """Initializes `sess` and saves `checkpoint` (a default Saver, no meta graph)
   when `save`, else restores it: how the legacy run and the ported one start

@@ -92,9 +92,7 @@ def _load(prefix):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  env = rnn_harness.legacy_env()
-  if env is None:
-    pytest.skip('tf-keras is not installed: the legacy cells cannot run')
+  env = rnn_harness.legacy_env_or_skip()
   out = tmp_path_factory.mktemp('rnn_parity')
   cases_path = out / 'cases.json'
   cases_path.write_text(json.dumps(CASES))

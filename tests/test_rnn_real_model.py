@@ -24,9 +24,7 @@ def _run(impl, checkpoint, out, env):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  env = rnn_harness.legacy_env()
-  if env is None:
-    pytest.skip('tf-keras is not installed: the legacy cells cannot run')
+  env = rnn_harness.legacy_env_or_skip()
   out = tmp_path_factory.mktemp('crnn')
   checkpoint = str(out / 'start' / 'model.ckpt')
   legacy = _run('legacy', checkpoint, out / 'legacy.npz', env)
