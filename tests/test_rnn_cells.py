@@ -55,14 +55,23 @@ def test_patch_installs_every_name_in_every_wrapper_and_unpatch_restores():
 PATCH_CHILD = textwrap.dedent('''
     import os, sys
     {prelude}
+    # compat.v1 imported first: then tf.compat.v1 and the _api module are
+    # different wrapper objects, and this reference predates the patch.
+    import tensorflow.compat.v1 as early_v1
+    from tensorflow.compat.v1.nn import rnn_cell as early_rnn_cell
     import tensorflow as tf
     import tensorflow.compat.v1 as v1
     from tf1_bn.legacy import rnn_cell_patch
     before = tf.compat.v1.nn.rnn_cell
+    early_keys = set(early_rnn_cell.__dict__)
     rnn_cell_patch.patch()
     cell = v1.nn.rnn_cell.LSTMCell(3)
     assert type(cell).__module__ == 'tf1_bn.legacy.rnn_cells', type(cell)
-    assert tf.compat.v1.nn.rnn_cell.MultiRNNCell.__module__ == 'tf1_bn.legacy.rnn_cells'
+    for module in (early_v1, tf.compat.v1, sys.modules['tensorflow._api.v2.compat.v1']):
+      assert module.nn.rnn_cell.MultiRNNCell.__module__ == 'tf1_bn.legacy.rnn_cells'
+    assert early_rnn_cell.GRUCell.__module__ == 'tf1_bn.legacy.rnn_cells'
+    from tensorflow.compat.v1.nn.rnn_cell import DropoutWrapper
+    assert DropoutWrapper.__module__ == 'tf1_bn.legacy.rnn_wrappers'
     with tf.Graph().as_default():
       x = v1.placeholder(tf.float32, [None, 4, 2])
       v1.nn.dynamic_rnn(cell, x, dtype=tf.float32)
@@ -70,6 +79,7 @@ PATCH_CHILD = textwrap.dedent('''
                                                           'rnn/lstm_cell/bias:0']
     rnn_cell_patch.unpatch()
     assert tf.compat.v1.nn.rnn_cell is before
+    assert set(early_rnn_cell.__dict__) == early_keys  # the names written before are gone
     if {blocked}:
       try:
         import tf_keras
