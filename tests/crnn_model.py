@@ -114,11 +114,8 @@ def main(argv):
   import tensorflow as tf
   if impl == 'tf1_bn':
     import tf1_bn
-    from tf1_bn.legacy import rnn_cell_patch
-    rnn_cell_patch.patch()  # the one line: tf1_bn.patch_layers() once merged
-    batch_norm = tf1_bn.batch_normalization
-  else:
-    batch_norm = tf.compat.v1.layers.batch_normalization
+    tf1_bn.patch_layers()  # the one line of the port
+  batch_norm = tf.compat.v1.layers.batch_normalization
   np.savez(out, **train(batch_norm, checkpoint, save=impl == 'legacy'))
   print(f'trained {STEPS} steps with {impl}')
 

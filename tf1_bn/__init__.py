@@ -12,6 +12,16 @@ __version__ = '0.1.0'
 
 # public name -> the module that defines it (`layers` is a module itself)
 _PUBLIC = {
+    'BasicLSTMCell': 'tf1_bn.legacy.rnn_cell',
+    'BasicRNNCell': 'tf1_bn.legacy.rnn_cell',
+    'DeviceWrapper': 'tf1_bn.legacy.rnn_cell',
+    'DropoutWrapper': 'tf1_bn.legacy.rnn_cell',
+    'GRUCell': 'tf1_bn.legacy.rnn_cell',
+    'LSTMCell': 'tf1_bn.legacy.rnn_cell',
+    'LSTMStateTuple': 'tf1_bn.legacy.rnn_cell',
+    'MultiRNNCell': 'tf1_bn.legacy.rnn_cell',
+    'RNNCell': 'tf1_bn.legacy.rnn_cell',
+    'ResidualWrapper': 'tf1_bn.legacy.rnn_cell',
     'audit': 'tf1_bn.bn.precise',
     'batch_norm': 'tf1_bn.legacy.slim_bn',
     'batch_normalization': 'tf1_bn.legacy.layers_bn',

@@ -32,6 +32,8 @@ import types
 
 import tensorflow as tf
 
+from tf1_bn.legacy import rnn_cell_patch
+
 from tf1_bn.legacy.patch_handle import PatchHandle
 from tf1_bn.legacy.tf_layers import namespace
 
@@ -46,13 +48,10 @@ _V1_MODULE_SUFFIX = '.compat.v1'
 _LAYERS_MODULE_NAME = 'tensorflow._api.v2.compat.v1.layers'
 _MISSING = object()
 
-# ---------------------------------------------------------------------------
-# HOOK (extended at merge): further (patch, unpatch) pairs that patch_layers()
-# applies after the layers (and unpatch_layers() undoes, in reverse order),
-# e.g. (rnn_cell_patch.patch, rnn_cell_patch.unpatch) for
-# tf.compat.v1.nn.rnn_cell. Each must be idempotent and reversible.
-EXTRA_PATCHES = []
-# ---------------------------------------------------------------------------
+# Further (patch, unpatch) pairs that patch_layers() applies after the layers
+# (and unpatch_layers() undoes, in reverse order): the rnn cells of
+# tf.compat.v1.nn.rnn_cell. Each is idempotent and reversible.
+EXTRA_PATCHES = [(rnn_cell_patch.patch, rnn_cell_patch.unpatch)]
 
 # The undo actions of the applied patch, in order of application; None when
 # not patched.
