@@ -69,9 +69,9 @@ def _restore(sess, saver, prefix):
   if missing and saver is None:
     raise CheckpointError(prefix, f'has no value for the variable(s) {", ".join(missing)} of '
                           f'the graph ({len(values)} variables in the checkpoint).')
-  saver = saver or v1.train.Saver(variables)
   try:
-    saver.restore(sess, prefix)
+    with sess.graph.as_default():
+      (saver or v1.train.Saver(variables)).restore(sess, prefix)
   except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as error:
     first = str(error).strip().splitlines()[0]
     raise CheckpointError(prefix, f'does not match the graph: {first}') from error

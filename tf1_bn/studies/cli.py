@@ -19,6 +19,8 @@ COMMANDS = {
                 'list the BN layers of a checkpoint and flag broken statistics'),
     'port': ('tf1_bn.deploy.checkpoints', 'port_',
              'rename the BN variables of a checkpoint into another convention'),
+    'export': ('tf1_bn.deploy.graph_export', '',
+               'export any TF1 model (meta, frozen .pb, SavedModel) as a verified serving model'),
     'bench': ('tf1_bn.studies.bench', '', 'time tf1_bn against the recipe and the legacy layer'),
     'example': ('tf1_bn.studies.example', '', 'train the README example (an MLP with bn_layer)'),
 }
