@@ -24,7 +24,9 @@ ones, then saved as the user saved it:
              its conds still in it.
 
 Every model reads `x` ([None, 6, 6, 2] float32) and writes `logits`
-([None, 3]); `inputs.npz` holds a batch of 4 inputs under the key `x`.
+([None, 3]); `inputs.npz` holds a batch of 4 inputs under the key `x`, and
+`expected.npz` the logits each model computed for them in inference (its
+switch False, keep_prob 1) under TensorFlow 2.12: the tests' reference.
 
   /work/tf212/bin/python scripts/make_export_fixtures.py
 """
@@ -104,7 +106,7 @@ def _slim_model(tf):
     h = slim.conv2d(x, 4, [3, 3], scope='conv1')
     h = slim.fully_connected(slim.flatten(h), 5, scope='fc1')
     logits = slim.fully_connected(h, CLASSES, activation_fn=None, normalizer_fn=None,
-                                  scope='logits')
+                                  scope='fc2')
   return x, tf.identity(logits, name='logits'), {is_training: True}
 
 
@@ -119,7 +121,7 @@ def _recipe_model(tf):
   return x, tf.identity(logits, name='logits'), {phase_train: True}
 
 
-def _meta_fixture(build, name, batches):
+def _meta_fixture(build, name, batches, inputs, expected):
   import tensorflow as tf
   v1 = tf.compat.v1
   with tf.Graph().as_default():
@@ -127,6 +129,8 @@ def _meta_fixture(build, name, batches):
     x, logits, feeds = build(tf)
     with v1.Session() as sess:
       _train(sess, x, logits, feeds, batches, tf)
+      inference = {t: (1.0 if t.dtype.base_dtype == tf.float32 else False) for t in feeds}
+      expected[name] = sess.run(logits, {x: inputs, **inference})
       directory = OUT / name
       directory.mkdir()
       v1.train.Saver().save(sess, str(directory / 'model.ckpt'), strip_default_attrs=True)
@@ -135,9 +139,10 @@ def _meta_fixture(build, name, batches):
         frozen = v1.graph_util.convert_variables_to_constants(
             sess, sess.graph.as_graph_def(), ['logits'])
         (OUT / 'frozen.pb').write_bytes(frozen.SerializeToString())
+        expected['frozen'] = expected[name]
 
 
-def _keras2_fixture(batches):
+def _keras2_fixture(batches, inputs, expected):
   import tensorflow as tf
   v1 = tf.compat.v1
   keras = tf.keras
@@ -158,6 +163,7 @@ def _keras2_fixture(batches):
     training_output = model(model.input, training=True)
     for images in batches:
       sess.run([training_output, model.updates], {model.input: images})
+    expected['keras2'] = sess.run(model.output, {model.input: inputs})
     v1.saved_model.simple_save(sess, str(OUT / 'keras2'), inputs={'x': model.input},
                                outputs={'logits': model.output})
 
@@ -171,11 +177,14 @@ def main():
   OUT.mkdir(parents=True)
   rng = np.random.default_rng(SEED)
   batches = _batches(rng)
-  _meta_fixture(_layers_model, 'layers', batches)
-  _meta_fixture(_slim_model, 'slim', batches)
-  _meta_fixture(_recipe_model, 'recipe', batches)
-  _keras2_fixture(batches)
-  np.savez(OUT / 'inputs.npz', x=rng.normal(1.5, 2.0, (4,) + SHAPE).astype(np.float32))
+  inputs = rng.normal(1.5, 2.0, (4,) + SHAPE).astype(np.float32)
+  expected = {}
+  _meta_fixture(_layers_model, 'layers', batches, inputs, expected)
+  _meta_fixture(_slim_model, 'slim', batches, inputs, expected)
+  _meta_fixture(_recipe_model, 'recipe', batches, inputs, expected)
+  _keras2_fixture(batches, inputs, expected)
+  np.savez(OUT / 'inputs.npz', x=inputs)
+  np.savez(OUT / 'expected.npz', **expected)
   sys.path.insert(0, str(ROOT / 'scripts'))
   from make_legacy_fixtures import write_versions
   write_versions(OUT, ('tensorflow-cpu', 'tf-slim', 'keras', 'numpy'))

@@ -4,6 +4,7 @@ from tf1_bn.deploy.checkpoints import inspect_checkpoint, port_checkpoint, resto
 from tf1_bn.bn.dropout import dropout
 from tf1_bn.common.errors import CheckpointError, MissingUpdateOpsError, RestoreError
 from tf1_bn.deploy.export import export_inference
+from tf1_bn.deploy.graph_export import export_graph
 from tf1_bn.legacy.layers_bn import batch_normalization
 from tf1_bn.bn.precise import RecomputeError, audit, recompute_statistics
 from tf1_bn.bn.replicas import collective_timeout, set_collective_timeout, tower
@@ -23,6 +24,7 @@ __all__ = [
     'check_update_ops',
     'collective_timeout',
     'dropout',
+    'export_graph',
     'export_inference',
     'inspect_checkpoint',
     'minimize',

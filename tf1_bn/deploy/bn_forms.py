@@ -52,7 +52,7 @@ class Found:
   training_mode: list
 
 
-class _Constants:
+class Constants:
   """Which tensors of a frozen graph are constants, and their values."""
 
   def __init__(self, graph_def):
@@ -233,7 +233,7 @@ def _channels(params, rank):
 def find(graph_def):
   """The inference-mode BN layers of a frozen `graph_def` (see the module
   docstring), in graph order; returns a `Found`."""
-  constants = _Constants(graph_def)
+  constants = Constants(graph_def)
   consumers = _consumers(graph_def)
   values, found, forms, training_mode = {}, [], {}, []
   try:

@@ -40,6 +40,7 @@ import tensorflow as tf
 from tf1_bn.common import validation as v
 from tf1_bn.deploy import bn_forms
 from tf1_bn.deploy import checkpoints
+from tf1_bn.deploy import dropout_masks
 from tf1_bn.deploy import folding
 from tf1_bn.deploy import pipeline
 from tf1_bn.deploy import sources
@@ -75,6 +76,7 @@ class ExportReport:
   ops_after: dict
   pruned: int
   updates_dropped: int
+  masks_removed: int
   saved_model: list = dataclasses.field(default_factory=list)  # verify.Comparison
   sizes: dict = dataclasses.field(default_factory=dict)
   tflite: object = None  # tflite.Result
@@ -160,6 +162,7 @@ def _inference_graph(source, inputs, outputs, bound, fold):
   pruned = pipeline.prune_dead_branches(graph_def)
   dropped = pipeline.drop_update_dependencies(graph_def)
   frozen = pipeline.freeze(source.sess, graph_def, output_nodes)
+  frozen, masks = dropout_masks.remove(frozen, output_nodes)
   found = bn_forms.find(frozen)
   rewritten, report = pipeline.rewrite_bn(frozen, found.records, found.values, output_nodes,
                                           fold=fold)
@@ -169,7 +172,7 @@ def _inference_graph(source, inputs, outputs, bound, fold):
     raise ValueError(f'--inputs {", ".join(unused)}: no output depends on them once training '
                      f'is False; remove them (labels or training-only inputs).')
   numbers = dict(before=before, after=pipeline.op_counts(rewritten), pruned=pruned,
-                 dropped=dropped, folding=report)
+                 dropped=dropped, masks=masks, folding=report)
   return rewritten, dict(zip(outputs, (n + ':0' for n in output_nodes))), found, numbers
 
 
@@ -258,7 +261,7 @@ def export_graph(source, out, inputs=None, outputs=None, checkpoint=None, tag=No
         candidates=(switch_names, keep_names), inputs=input_keys, outputs=output_keys,
         forms=found.forms, folding=numbers['folding'], training_mode=found.training_mode,
         ops_before=numbers['before'], ops_after=numbers['after'], pruned=numbers['pruned'],
-        updates_dropped=numbers['dropped'], data=None if data is None else os.fspath(data))
+        updates_dropped=numbers['dropped'], masks_removed=numbers['masks'], data=None if data is None else os.fspath(data))
     report.sizes['source'] = _source_size(loaded)
   finally:
     loaded.close()
@@ -332,8 +335,9 @@ def _markdown(report):
             f'(it normalizes by the batch)' for name in report.training_mode]
   lines += ['', f'{report.folding.folded} folded, {len(report.folding.multiply_add)} rewritten '
             f'exactly.', '', '## Removed', '',
-            f'{report.pruned} Switch / Merge ops resolved by pruning dead branches; '
-            f'{report.updates_dropped} control dependencies on updates dropped.', '',
+            f'{report.pruned} Switch / Merge ops of the graph resolved by pruning dead branches; '
+            f'{report.updates_dropped} control dependencies on updates dropped; '
+            f'{report.masks_removed} dropout mask(s) that keep everything removed.', '',
             verify.markdown_table(('ops', 'before', 'after'), _family_rows(report)), '',
             '## Verification (SavedModel against the original graph, training False)', '',
             verify.table_of(report.saved_model), '']

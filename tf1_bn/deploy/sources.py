@@ -5,7 +5,8 @@ A SOURCE is one of:
 * a meta graph `model.ckpt.meta`, restored from the checkpoint of the same
   prefix (or `checkpoint=` another prefix or directory);
 * a checkpoint prefix (`model.ckpt-1000`) or a directory with a `checkpoint`
-  file, with the `.meta` of that prefix beside it;
+  file, with the `.meta` of that prefix beside it (a directory without a
+  `checkpoint` file but with one `.meta`: that one);
 * a frozen GraphDef `.pb` (binary, or text `.pbtxt`): no variables;
 * a TF1 SavedModel directory (`saved_model.pb` in it), loaded with `tag`
   (default 'serve'); its `signature` (default 'serving_default', or its only
@@ -34,6 +35,7 @@ FROZEN_SUFFIXES = ('.pb', '.pbtxt')
 SAVED_MODEL_FILES = ('saved_model.pb', 'saved_model.pbtxt')
 DEFAULT_TAG = 'serve'
 DEFAULT_SIGNATURE = 'serving_default'
+MISSING_LISTED = 5
 KINDS = ('meta graph + checkpoint', 'frozen GraphDef', 'TF1 SavedModel')
 
 
@@ -66,15 +68,17 @@ def _restore(sess, saver, prefix):
   values = checkpoints.read_checkpoint(prefix, 'checkpoint')  # CheckpointError when damaged
   variables = sess.graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)
   missing = sorted(var.op.name for var in variables if var.op.name not in values)
-  if missing and saver is None:
-    raise CheckpointError(prefix, f'has no value for the variable(s) {", ".join(missing)} of '
-                          f'the graph ({len(values)} variables in the checkpoint).')
+  if missing:
+    listed = ', '.join(missing[:MISSING_LISTED]) + (
+        f' and {len(missing) - MISSING_LISTED} more' if len(missing) > MISSING_LISTED else '')
+    raise CheckpointError(prefix, f'has no value for the variable(s) {listed} of the graph '
+                          f'({len(values)} variables in the checkpoint).')
   try:
     with sess.graph.as_default():
       (saver or v1.train.Saver(variables)).restore(sess, prefix)
   except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as error:
-    first = str(error).strip().splitlines()[0]
-    raise CheckpointError(prefix, f'does not match the graph: {first}') from error
+    raise CheckpointError(prefix, 'does not match the graph: ' + ' '.join(
+        str(error).split())[:300]) from error
 
 
 def _load_meta(meta, checkpoint):
@@ -159,6 +163,10 @@ def load(source, checkpoint=None, tag=None, signature=None):
     return _load_meta(path, checkpoint)
   if path.endswith(FROZEN_SUFFIXES) and os.path.isfile(path):
     return _load_frozen(path)
+  metas = sorted(f for f in os.listdir(path) if f.endswith(META_SUFFIX)) if os.path.isdir(
+      path) else []
+  if os.path.isdir(path) and tf.train.latest_checkpoint(path) is None and len(metas) == 1:
+    return _load_meta(os.path.join(path, metas[0]), checkpoint)  # no `checkpoint` file
   if os.path.isdir(path) or tf.io.gfile.exists(path + '.index'):
     prefix = checkpoints.checkpoint_prefix(path, 'SOURCE')
     meta = prefix + META_SUFFIX

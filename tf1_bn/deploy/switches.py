@@ -27,6 +27,9 @@ BOOL_SOURCES = pipeline.PLACEHOLDER_OPS + pipeline.VARIABLE_OPS
 TRUE_WORDS = ('true', '1')
 FALSE_WORDS = ('false', '0')
 KEEP_PROB = 1.0
+# TensorFlow 2's tf.cond in a graph: the switch is found, the branches are not
+# pruned (the If keeps both functions; verification still holds).
+IF_OPS = ('If', 'StatelessIf')
 
 _name = folding.node_name
 
@@ -93,6 +96,7 @@ def candidates(graph_def):
   """(bool switch candidates, keep-probability candidates): node names."""
   nodes = {n.name: n for n in graph_def.node}
   predicates = [n.input[1] for n in graph_def.node if n.op in pipeline.SWITCH_OPS]
+  predicates += [n.input[0] for n in graph_def.node if n.op in IF_OPS]
   feeding = _ancestors(nodes, predicates)
   switches = sorted(name for name in feeding
                     if nodes[name].op in BOOL_SOURCES and _is_scalar(nodes[name])

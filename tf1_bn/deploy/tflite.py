@@ -128,43 +128,53 @@ def _one_line(text):
 
 def convert_and_verify(saved_model, out_dir, inputs, reference, rtol, int8=False, found=None):
   """(float Result, int8 Result or None) for the SavedModel in `saved_model`,
-  written to `out_dir`; the child process does the converting and running."""
+  written to `out_dir`. One child process converts and runs both models,
+  float first, leaving each one's outputs in a file as soon as it has them:
+  when it dies on the int8 model, the float one is still reported."""
+  kinds = ('float', 'int8') if int8 else ('float',)
   data = os.path.join(out_dir, '.tflite_inputs.npz')
   np.savez(data, **inputs)
+  files = {kind: os.path.join(out_dir, INT8_FILE if kind == 'int8' else FLOAT_FILE)
+           for kind in kinds}
+  ran = {kind: os.path.join(out_dir, f'.tflite_{kind}_outputs.npz') for kind in kinds}
+  info = {kind: ran[kind] + '.json' for kind in kinds}
+  command = [sys.executable, '-m', 'tf1_bn.deploy.tflite', saved_model, data] + [
+      f'{kind}={files[kind]}' for kind in kinds]
+  failure = None
+  try:
+    child = subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
+                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    if child.returncode < 0:
+      failure = f'the converter process died (signal {-child.returncode})'
+    elif child.returncode != 0:
+      failure = _one_line(child.stderr)
+  except subprocess.TimeoutExpired:
+    failure = f'conversion took over {CHILD_TIMEOUT_S} s'
   results = []
   try:
-    for kind, filename in (('float', FLOAT_FILE),) + ((('int8', INT8_FILE),) if int8 else ()):
-      path = os.path.join(out_dir, filename)
-      outputs = os.path.join(out_dir, f'.tflite_{kind}_outputs.npz')
-      command = [sys.executable, '-m', 'tf1_bn.deploy.tflite', saved_model, path, data, outputs,
-                 kind]
-      env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-      try:
-        child = subprocess.run(command, capture_output=True, text=True, env=env,
-                               timeout=CHILD_TIMEOUT_S)
-      except subprocess.TimeoutExpired:
-        results.append(Result(kind, error=f'conversion took over {CHILD_TIMEOUT_S} s'))
-        continue
+    for kind in kinds:
       result = Result(kind, held_to_rtol=kind == 'float')
-      if child.returncode != 0:
-        if os.path.exists(path):
-          os.remove(path)
-        reason = (f'the converter process died (signal {-child.returncode})'
-                  if child.returncode < 0 else _one_line(child.stderr))
-        result.error = reason
+      if not os.path.exists(info[kind]):
+        if os.path.exists(files[kind]):
+          os.remove(files[kind])
+        result.error = failure or 'no result'
+        failure = failure and f'not tried: {failure}'
         results.append(result)
         continue
-      info = json.loads(child.stdout.strip().splitlines()[-1])
-      result.path, result.ops, result.interpreter = path, info['ops'], info['interpreter']
-      with np.load(outputs) as ran:
-        result.comparisons = [verify.compare(k, ran[k], reference[k], rtol) for k in reference]
-      os.remove(outputs)
+      with open(info[kind], encoding='utf-8') as f:
+        details = json.load(f)
+      result.path, result.ops, result.interpreter = files[kind], details['ops'], details[
+          'interpreter']
+      with np.load(ran[kind]) as outputs:
+        result.comparisons = [verify.compare(k, outputs[k], reference[k], rtol)
+                              for k in reference]
       if kind == 'int8' and found is not None:
         result.flagged = tiny_variance_channels(found)
       results.append(result)
   finally:
-    if os.path.exists(data):
-      os.remove(data)
+    for path in [data] + list(ran.values()) + list(info.values()):
+      if os.path.exists(path):
+        os.remove(path)
   return results[0], (results[1] if len(results) > 1 else None)
 
 
@@ -194,20 +204,23 @@ def _convert(saved_model, kind, inputs):
   return converter.convert()
 
 
-def _child(saved_model, path, data, outputs, kind):
+def _child(saved_model, data, *targets):
   with np.load(data) as loaded:
     inputs = {k: loaded[k] for k in loaded.files}
-  model = _convert(saved_model, kind, inputs)
-  with open(path, 'wb') as f:
-    f.write(model)
-  interpreter, name = _interpreter(path)
-  ops = {}
-  for op in interpreter._get_ops_details():  # the only op listing both interpreters have
-    ops[op['op_name']] = ops.get(op['op_name'], 0) + 1
-  runner = interpreter.get_signature_runner('serving_default')
-  ran = runner(**inputs)
-  np.savez(outputs, **{k: np.asarray(v) for k, v in ran.items()})
-  print(json.dumps({'ops': ops, 'interpreter': name}))
+  for target in targets:
+    kind, path = target.split('=', 1)
+    outputs = os.path.join(os.path.dirname(path), f'.tflite_{kind}_outputs.npz')
+    model = _convert(saved_model, kind, inputs)
+    with open(path, 'wb') as f:
+      f.write(model)
+    interpreter, name = _interpreter(path)
+    ops = {}
+    for op in interpreter._get_ops_details():  # the only op listing both interpreters have
+      ops[op['op_name']] = ops.get(op['op_name'], 0) + 1
+    ran = interpreter.get_signature_runner('serving_default')(**inputs)
+    np.savez(outputs, **{k: np.asarray(v) for k, v in ran.items()})
+    with open(outputs + '.json', 'w', encoding='utf-8') as f:
+      json.dump({'ops': ops, 'interpreter': name}, f)
 
 
 if __name__ == '__main__':
@@ -215,4 +228,4 @@ if __name__ == '__main__':
   import warnings
   warnings.simplefilter('ignore')
   logging.disable(logging.WARNING)
-  _child(*sys.argv[1:6])
+  _child(*sys.argv[1:])
