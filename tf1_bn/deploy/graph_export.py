@@ -269,6 +269,9 @@ def export_graph(source, out, inputs=None, outputs=None, checkpoint=None, tag=No
   created = checkpoints._new_directories(parent)
   os.makedirs(parent, exist_ok=True)
   temporary = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.tmp-', dir=parent)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(temporary, 0o777 & ~umask)  # mkdtemp's 0700 is for the temporary name only
   try:
     saved_model = os.path.join(temporary, SAVED_MODEL_DIR)
     pipeline.write_saved_model(rewritten, input_keys, signature_outputs, saved_model)
@@ -391,6 +394,7 @@ def main(argv=None):
   """Exit status 0 verified, 1 written but not verified (the report says
   which output), 2 (raised) unreadable input or bad arguments."""
   args = build_parser().parse_args(argv)
+  tf.get_logger().setLevel('ERROR')  # TensorFlow's deprecation notices are not the tool's
   report = export_graph(args.source, args.out, args.inputs, args.outputs, args.checkpoint,
                         args.tag, args.signature, args.training, args.data, args.batch,
                         args.rtol, args.tflite, args.int8, args.fold, args.force)
