@@ -16,6 +16,12 @@ setup(
         # tf-keras runs the legacy tf.compat.v1.layers.batch_normalization the
         # parity tests compare against (only with TF_USE_LEGACY_KERAS=1), and
         # the real slim batch_norm; tf-slim's own nets test tf1_bn.patch_slim().
+        # LiteRT's interpreter for `tf1-bn export --tflite` (tf.lite.Interpreter,
+        # deprecated, is the fallback).
+        'deploy': ['ai-edge-litert'],
+        # `tf1-bn export --onnx` (tf2onnx 1.17 converts the exported SavedModel
+        # on TensorFlow 2.21; about 110 MB installed, so not in `test`).
+        'onnx': ['tf2onnx>=1.17', 'onnxruntime'],
         'test': DEMO + ['pytest>=7', 'tf-keras>=2.16', 'tf-slim==1.1.0'],
     },
     entry_points={'console_scripts': ['tf1-bn=tf1_bn.studies.cli:main']},

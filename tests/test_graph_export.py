@@ -9,6 +9,7 @@ in a module fixture. Graphs with ops TensorFlow 2.21 cannot build
 written here by hand with a producer version of 8, checked against the
 original graph run by TensorFlow and against numpy.
 """
+import importlib.util
 import os
 
 import numpy as np
@@ -356,3 +357,21 @@ def test_beyond_tolerance_exit_1_written_and_existing_out_refused(tmp_path, caps
   assert status == 2 and 'not empty' in err and '--force' in err
   status, _ = _cli(args + ['--force'], capsys)
   assert status == 0 and sorted(os.listdir(tmp_path)) == ['out']
+
+
+def test_onnx_converts_and_verifies_or_is_refused_up_front(tmp_path, capsys):
+  """With tf2onnx and onnxruntime (the `onnx` extra) the ONNX model matches the
+  TF 2.12 recording; without them --onnx is a bad argument, nothing written."""
+  args = [os.path.join(FIXTURES, 'frozen.pb'), tmp_path / 'out', '--inputs', 'x', '--outputs',
+          'logits', '--onnx', '--data', os.path.join(FIXTURES, 'inputs.npz')]
+  status, err = _cli(args, capsys)
+  if importlib.util.find_spec('tf2onnx') is None or importlib.util.find_spec(
+      'onnxruntime') is None:
+    assert status == 2 and 'tf1_bn[onnx]' in err and not (tmp_path / 'out').exists()
+    return
+  import onnxruntime
+  assert status == 0, err
+  session = onnxruntime.InferenceSession(str(tmp_path / 'out' / 'model.onnx'),
+                                         providers=['CPUExecutionProvider'])
+  result = session.run(['logits'], {'x': _fixture_arrays('inputs.npz')['x']})[0]
+  assert _relative(result, _fixture_arrays('expected.npz')['frozen']) < RTOL

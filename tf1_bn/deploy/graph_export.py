@@ -18,7 +18,8 @@ takes it through the same pipeline (`tf1_bn.deploy.pipeline`):
    against the original graph run with the switch False
    (`tf1_bn.deploy.verify`), always;
 6. with `tflite` / `int8`, converts it to TFLite in a child process
-   (`tf1_bn.deploy.tflite`) and verifies that too;
+   (`tf1_bn.deploy.tflite`) and verifies that too; with `onnx`, to ONNX
+   (`tf1_bn.deploy.onnx_export`);
 7. writes OUT/report.md: what was bound, folded, rewritten, removed and
    verified, op counts before and after, sizes.
 
@@ -42,9 +43,11 @@ from tf1_bn.deploy import bn_forms
 from tf1_bn.deploy import checkpoints
 from tf1_bn.deploy import dropout_masks
 from tf1_bn.deploy import folding
+from tf1_bn.deploy import onnx_export
 from tf1_bn.deploy import pipeline
 from tf1_bn.deploy import sources
 from tf1_bn.deploy import switches
+from tf1_bn.deploy import tflite as tflite_lib
 from tf1_bn.deploy import verify
 
 SAVED_MODEL_DIR = 'saved_model'
@@ -81,6 +84,7 @@ class ExportReport:
   sizes: dict = dataclasses.field(default_factory=dict)
   tflite: object = None  # tflite.Result
   int8: object = None
+  onnx: object = None
   seconds: float = 0.0
   data: str = None
 
@@ -91,8 +95,9 @@ class ExportReport:
       checks += self.tflite.comparisons
       if not self.tflite.ok:
         return False
-    if self.int8 is not None and not self.int8.ok:
-      return False
+    for result in (self.int8, self.onnx):
+      if result is not None and not result.ok:
+        return False
     return bool(checks) and all(c.ok for c in checks)
 
   def markdown(self):
@@ -206,7 +211,8 @@ def _source_size(source):
 
 def export_graph(source, out, inputs=None, outputs=None, checkpoint=None, tag=None,
                  signature=None, training=(), data=None, batch=verify.DEFAULT_BATCH,
-                 rtol=verify.DEFAULT_RTOL, tflite=False, int8=False, fold=True, force=False):
+                 rtol=verify.DEFAULT_RTOL, tflite=False, int8=False, onnx=False, fold=True,
+                 force=False):
   """Exports a TF1 model tf1_bn did not build as a verified serving model.
 
   Args:
@@ -227,6 +233,8 @@ def export_graph(source, out, inputs=None, outputs=None, checkpoint=None, tag=No
       unknown dimensions set to `batch`.
     rtol: the relative error an output may have (see `tf1_bn.deploy.verify`).
     tflite, int8: also convert to TFLite (float; full-integer quantized).
+    onnx: also convert to ONNX with tf2onnx, run by onnxruntime (the `onnx`
+      extra; ValueError when they are not installed).
     fold: fold BN into the op before it (else every BN becomes the exact form).
     force: replace an existing non-empty OUT.
 
@@ -245,6 +253,8 @@ def export_graph(source, out, inputs=None, outputs=None, checkpoint=None, tag=No
   batch = v.check_integer(batch, 'batch', low=1)
   rtol = v.check_positive(rtol, 'rtol')
   tflite = v.check_bool(tflite, 'tflite') or v.check_bool(int8, 'int8')
+  if v.check_bool(onnx, 'onnx'):
+    onnx_export.check_available()
   loaded = sources.load(source, checkpoint, tag, signature)
   try:
     graph, graph_def = loaded.graph, loaded.graph.as_graph_def()
@@ -279,12 +289,13 @@ def export_graph(source, out, inputs=None, outputs=None, checkpoint=None, tag=No
     report.saved_model = [verify.compare(k, exported[k], reference[k], rtol) for k in output_keys]
     report.sizes['saved_model'] = pipeline.directory_size(saved_model)
     if tflite:
-      from tf1_bn.deploy import tflite as tflite_lib
       report.tflite, report.int8 = tflite_lib.convert_and_verify(
           saved_model, temporary, values, reference, rtol, int8=int8, found=found)
-      for result in (report.tflite, report.int8):
-        if result is not None and result.path:
-          report.sizes[os.path.basename(result.path)] = os.path.getsize(result.path)
+    if onnx:
+      report.onnx = onnx_export.convert_and_verify(saved_model, temporary, values, reference, rtol)
+    for result in (report.tflite, report.int8, report.onnx):
+      if result is not None and result.path:
+        report.sizes[os.path.basename(result.path)] = os.path.getsize(result.path)
     report.seconds = time.perf_counter() - started
     with open(os.path.join(temporary, REPORT_FILE), 'w', encoding='utf-8') as f:
       f.write(report.markdown())
@@ -348,6 +359,8 @@ def _markdown(report):
     lines += report.tflite.markdown('TFLite (float)')
   if report.int8 is not None:
     lines += report.int8.markdown('TFLite (int8, full-integer post-training quantization)')
+  if report.onnx is not None:
+    lines += report.onnx.markdown('ONNX (tf2onnx, onnxruntime)')
   lines += ['## Sizes', '', verify.markdown_table(('artefact', 'bytes'), report.sizes.items()), '',
             '## Op counts', '',
             verify.markdown_table(('op', 'before', 'after'),
@@ -384,6 +397,8 @@ def build_parser(parser=None):
   parser.add_argument('--tflite', action='store_true', help='also write OUT/model.tflite')
   parser.add_argument('--int8', action='store_true',
                       help='also write OUT/model_int8.tflite (implies --tflite)')
+  parser.add_argument('--onnx', action='store_true',
+                      help='also write OUT/model.onnx (needs tf2onnx and onnxruntime)')
   parser.add_argument('--no-fold', dest='fold', action='store_false',
                       help='write every BN as the exact form instead of folding it')
   parser.add_argument('--force', action='store_true', help='replace a non-empty OUT')
@@ -397,12 +412,12 @@ def main(argv=None):
   tf.get_logger().setLevel('ERROR')  # TensorFlow's deprecation notices are not the tool's
   report = export_graph(args.source, args.out, args.inputs, args.outputs, args.checkpoint,
                         args.tag, args.signature, args.training, args.data, args.batch,
-                        args.rtol, args.tflite, args.int8, args.fold, args.force)
+                        args.rtol, args.tflite, args.int8, args.onnx, args.fold, args.force)
   status = 'verified' if report.ok else 'NOT verified (see report.md)'
   print(f'wrote {args.out} ({report.folding.summary()}); {status}')
   for comparison in report.saved_model:
     print(f'  saved_model {comparison.output}: relative error {comparison.relative:.3g}')
-  for result in (report.tflite, report.int8):
+  for result in (report.tflite, report.int8, report.onnx):
     if result is not None:
       print(f'  {result.summary()}')
   return 0 if report.ok else 1

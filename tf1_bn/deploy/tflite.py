@@ -39,8 +39,9 @@ _TF_OP = re.compile(r"\btf\.(\w+)")
 
 @dataclasses.dataclass
 class Result:
-  """One TFLite model: where it is, its ops, how it compares with the
-  reference; `error` when conversion or running failed."""
+  """One converted model (TFLite float or int8, ONNX): where it is, its ops,
+  how it compares with the reference; `error` when converting or running
+  failed."""
   kind: str
   path: str = None
   ops: dict = dataclasses.field(default_factory=dict)
@@ -70,10 +71,11 @@ class Result:
     lines = [f'## {title}', '']
     if self.error is not None:
       return lines + [f'Failed: {self.error}', '']
-    lines += [f'Interpreter: {self.interpreter}. Ops: ' +
+    lines += [f'Runtime: {self.interpreter}. Ops: ' +
               ', '.join(f'{op} x{n}' for op, n in sorted(self.ops.items())) + '.', '']
-    flex = [op for op in self.ops if op.startswith('Flex')]
-    lines += [f'Flex (TensorFlow) ops: {", ".join(flex) if flex else "none"}.', '']
+    if self.kind != 'onnx':
+      flex = [op for op in self.ops if op.startswith('Flex')]
+      lines += [f'Flex (TensorFlow) ops: {", ".join(flex) if flex else "none"}.', '']
     if self.held_to_rtol:
       lines += ['Against the original graph:', '']
     else:
@@ -112,7 +114,7 @@ def tiny_variance_channels(found):
   return flagged
 
 
-def _one_line(text):
+def one_line(text):
   lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
   ops = sorted(set(_TF_OP.findall(text)) - {'lite', 'compat', 'function'})
   for line in reversed(lines):
@@ -147,7 +149,7 @@ def convert_and_verify(saved_model, out_dir, inputs, reference, rtol, int8=False
     if child.returncode < 0:
       failure = f'the converter process died (signal {-child.returncode})'
     elif child.returncode != 0:
-      failure = _one_line(child.stderr)
+      failure = one_line(child.stderr)
   except subprocess.TimeoutExpired:
     failure = f'conversion took over {CHILD_TIMEOUT_S} s'
   results = []
