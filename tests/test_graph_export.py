@@ -259,6 +259,11 @@ def _modern_forms_graph(rng):
                                 [1, 1, 1, 1], 'SAME')
     _, _, m, var = stats(4)
     y2 = tf.identity(tf.nn.batch_normalization(t2, m, var, None, None, 1e-3), name='y2')
+    # a channels-first FusedBatchNormV3 after a transpose of an NHWC conv
+    nchw = tf.transpose(tf.nn.conv2d(x2, w(3, 3, 2, 3), [1, 1, 1, 1], 'SAME'), [0, 3, 1, 2])
+    g, b, m, var = stats(3)
+    yc = tf.identity(v1.nn.fused_batch_norm(nchw, g, b, m, var, 1e-3, data_format='NCHW',
+                                            is_training=False)[0], name='yc')
     dense = tf.nn.bias_add(tf.matmul(xm, w(6, 5)), w(5))
     g, b, m, var = stats(5)
     ym = tf.identity(tf.nn.batch_normalization(dense, m, var, b, g, 1e-3), name='ym')
@@ -266,7 +271,7 @@ def _modern_forms_graph(rng):
               'xm': rng.normal(0, 1, (2, 6))}
     inputs = {k: v.astype(np.float32) for k, v in inputs.items()}
     with v1.Session() as sess:
-      reference = sess.run({'y3': y3, 'y2': y2, 'ym': ym},
+      reference = sess.run({'y3': y3, 'y2': y2, 'ym': ym, 'yc': yc},
                            {graph.get_tensor_by_name(k + ':0'): v for k, v in inputs.items()})
     return graph.as_graph_def(), inputs, reference
 
@@ -277,17 +282,84 @@ def test_every_foldable_op_folds(tmp_path):
   (tmp_path / 'g.pb').write_bytes(graph_def.SerializeToString())
   np.savez(tmp_path / 'in.npz', **inputs)
   report = tf1_bn.export_graph(str(tmp_path / 'g.pb'), str(tmp_path / 'out'),
-                               inputs=list(inputs), outputs=['y3', 'y2', 'ym'],
+                               inputs=list(inputs), outputs=['y3', 'y2', 'ym', 'yc'],
                                data=str(tmp_path / 'in.npz'))
   assert report.ok
   op_types = {n.name: n.op for n in graph_def.node}
   assert sorted(op_types[n] for n in report.folding.into_ops.values()) == [
-      'Conv2DBackpropInput', 'Conv3D', 'Conv3DBackpropInputV2', 'MatMul']
+      'Conv2D', 'Conv2DBackpropInput', 'Conv3D', 'Conv3DBackpropInputV2', 'MatMul']
   assert not report.folding.multiply_add
   loaded = tf.saved_model.load(str(tmp_path / 'out' / 'saved_model'))
   result = loaded.signatures['serving_default'](**{k: tf.constant(v) for k, v in inputs.items()})
   for key, value in reference.items():
     assert _relative(result[key].numpy(), value) < RTOL, key
+
+
+def test_tiny_variance_channels_are_flagged():
+  from tf1_bn.deploy import bn_forms, tflite
+  variance = np.array([1.0, 0.8, 1e-6, 1.2])
+  record = {'input': 'x:0', 'output': 'bn:0', 'axes': [3], 'rank': 4, 'dtype': 'float32',
+            'epsilon': 1e-5, 'gamma': 'g', 'beta': None, 'mean': 'm', 'variance': 'v'}
+  found = bn_forms.Found([record], {'g': np.ones(4), 'm': np.zeros(4), 'v': variance},
+                         {'bn:0': 'FusedBatchNormV3'}, [])
+  flagged = tflite.tiny_variance_channels(found)
+  scale = 1 / np.sqrt(variance + 1e-5)
+  assert [(layer, channel) for layer, channel, _, _ in flagged] == [('bn:0', 2)]
+  assert flagged[0][3] == pytest.approx(scale[2] / np.median(scale))
+
+
+# Recorded from TensorFlow 2.21's converter on a graph with tf.linalg.svd.
+CONVERTER_FAILURE = """ConverterError: Could not translate MLIR to FlatBuffer.<unknown>:0: error: \
+loc(fused["Svd:", "Svd"]): 'tf.Svd' op is neither a custom op nor a flex op
+<unknown>:0: error: failed while converting: 'main':
+Some ops in the model are custom ops, See instructions to implement custom ops: https://x
+Custom ops: Svd
+Details:
+"""
+
+
+def test_an_op_tflite_cannot_convert_is_named():
+  from tf1_bn.deploy import tflite
+  message = tflite.one_line(CONVERTER_FAILURE)
+  assert message.startswith('TFLite cannot convert the op(s) Svd ')
+
+
+def _bool_variable_model(prefix, rng):
+  """A meta graph + checkpoint whose switch is a bool variable (True when
+  saved) choosing batch moments or stored statistics through a TF1 cond."""
+  v1.disable_control_flow_v2()
+  try:
+    with tf.Graph().as_default():
+      x = v1.placeholder(tf.float32, (None, 4), name='x')
+      training = v1.get_variable('training', initializer=True, trainable=False)
+      stats = rng.normal(1, 0.5, 4).astype(np.float32), rng.uniform(0.2, 2, 4).astype(np.float32)
+      mean = v1.get_variable('moving_mean', initializer=stats[0])
+      variance = v1.get_variable('moving_variance', initializer=stats[1])
+      kernel = v1.get_variable('kernel', initializer=rng.normal(0, 1, (4, 4)).astype(np.float32))
+      h = tf.matmul(x, kernel)
+      m, var = tf.cond(training, lambda: tf.nn.moments(h, [0]),
+                       lambda: (tf.identity(mean), tf.identity(variance)))
+      tf.identity(tf.nn.batch_normalization(h, m, var, None, None, 1e-3), name='y')
+      with v1.Session() as sess:
+        sess.run(v1.global_variables_initializer())
+        v1.train.Saver().save(sess, prefix)
+        return sess.run(kernel), stats
+  finally:
+    v1.enable_control_flow_v2()
+
+
+def test_bool_variable_switch_is_found_and_bound(tmp_path):
+  rng = np.random.default_rng(11)
+  kernel, (mean, variance) = _bool_variable_model(str(tmp_path / 'm.ckpt'), rng)
+  report = tf1_bn.export_graph(str(tmp_path / 'm.ckpt.meta'), str(tmp_path / 'out'),
+                               inputs=['x'], outputs=['y'])
+  assert report.ok and [(b.name, b.value) for b in report.bound] == [('training', False)]
+  assert list(report.folding.into_ops.values()) == ['MatMul']
+  x = rng.normal(0, 1, (3, 4)).astype(np.float32)
+  loaded = tf.saved_model.load(str(tmp_path / 'out' / 'saved_model'))
+  result = loaded.signatures['serving_default'](x=tf.constant(x))['y'].numpy()
+  expected = (x.astype(np.float64) @ kernel - mean) / np.sqrt(variance.astype(np.float64) + 1e-3)
+  assert _relative(result, expected) < RTOL
 
 
 # --- errors and exit status -----------------------------------------------------

@@ -193,7 +193,8 @@ def _reference(source, inputs, outputs, bound, data):
     for binding in variables:
       variable = [var for var in source.graph.get_collection(
           tf.compat.v1.GraphKeys.GLOBAL_VARIABLES) if var.op.name == binding.name][0]
-      variable.load(binding.value, source.sess)
+      with source.graph.as_default():  # our own session: nothing of the user's changes
+        source.sess.run(variable.assign(binding.value))
   fetched = source.sess.run({k: source.graph.get_tensor_by_name(t)
                              for k, t in outputs.items()}, feeds)
   return fetched

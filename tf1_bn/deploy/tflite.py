@@ -34,7 +34,8 @@ FLOAT_FILE = 'model.tflite'
 INT8_FILE = 'model_int8.tflite'
 FLAG_RATIO = 10.0
 CHILD_TIMEOUT_S = 600
-_TF_OP = re.compile(r"\btf\.(\w+)")
+_UNSUPPORTED_OP = re.compile(r"'tf\.(\w+)' op is neither")
+_LISTED_OPS = re.compile(r'^(?:Custom|Flex) ops: (.+)$', re.MULTILINE)
 
 
 @dataclasses.dataclass
@@ -115,17 +116,18 @@ def tiny_variance_channels(found):
 
 
 def one_line(text):
+  """The converter's failure in one line, naming the ops it cannot convert."""
+  ops = sorted(set(_UNSUPPORTED_OP.findall(text)))
+  for listed in _LISTED_OPS.findall(text):
+    ops = sorted(set(ops) | {op.strip() for op in listed.split(',') if op.strip()})
+  if ops:
+    return (f'TFLite cannot convert the op(s) {", ".join(ops)} (neither TFLite builtins nor '
+            f'allowed as Flex ops)')
   lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-  ops = sorted(set(_TF_OP.findall(text)) - {'lite', 'compat', 'function'})
   for line in reversed(lines):
-    if 'error' in line.lower() or 'not supported' in line.lower():
-      message = line
-      break
-  else:
-    message = lines[-1] if lines else 'no message'
-  if ops and 'not supported' in text.lower():
-    message = f'TFLite cannot convert the op(s) {", ".join(ops)}: {message}'
-  return message[:500]
+    if 'error' in line.lower():
+      return line[:500]
+  return lines[-1][:500] if lines else 'no message'
 
 
 def convert_and_verify(saved_model, out_dir, inputs, reference, rtol, int8=False, found=None):
