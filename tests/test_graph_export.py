@@ -61,10 +61,15 @@ def exports(tmp_path_factory):
 
 
 def _saved_graph_ops(out):
-  loaded = tf.saved_model.load(os.path.join(out, 'saved_model'))
-  graph_def = loaded.signatures['serving_default'].graph.as_graph_def()
-  ops = [n.op for n in graph_def.node]
-  for function in graph_def.library.function:
+  """The op types of the exported SavedModel's graph (and functions), read
+  from saved_model.pb itself."""
+  from tensorflow.core.protobuf import saved_model_pb2
+  saved = saved_model_pb2.SavedModel()
+  with open(os.path.join(out, 'saved_model', 'saved_model.pb'), 'rb') as f:
+    saved.ParseFromString(f.read())
+  (meta_graph,) = saved.meta_graphs
+  ops = [n.op for n in meta_graph.graph_def.node]
+  for function in meta_graph.graph_def.library.function:
     ops += [n.op for n in function.node_def]
   return ops
 
@@ -359,6 +364,42 @@ def test_bool_variable_switch_is_found_and_bound(tmp_path):
   loaded = tf.saved_model.load(str(tmp_path / 'out' / 'saved_model'))
   result = loaded.signatures['serving_default'](x=tf.constant(x))['y'].numpy()
   expected = (x.astype(np.float64) @ kernel - mean) / np.sqrt(variance.astype(np.float64) + 1e-3)
+  assert _relative(result, expected) < RTOL
+
+
+def test_tensorflow2_functional_cond_is_lowered_and_pruned(tmp_path):
+  """tf.cond in a TensorFlow 2 graph builds a StatelessIf whose branches are
+  functions (a fused BN in training mode in one, inference mode in the other)."""
+  rng = np.random.default_rng(13)
+  values = {name: rng.uniform(0.5, 1.5, 3).astype(np.float32)
+            for name in ('gamma', 'beta', 'mean', 'variance')}
+  kernel = rng.normal(0, 1, (3, 3, 2, 3)).astype(np.float32)
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, (None, 5, 5, 2), name='x')
+    training = v1.placeholder(tf.bool, (), name='is_training')
+    params = {k: v1.get_variable(k, initializer=v) for k, v in values.items()}
+    h = tf.nn.conv2d(x, v1.get_variable('kernel', initializer=kernel), 1, 'SAME')
+    y = tf.cond(training,
+                lambda: v1.nn.fused_batch_norm(h, params['gamma'], params['beta'])[0],
+                lambda: v1.nn.fused_batch_norm(h, params['gamma'], params['beta'],
+                                               params['mean'], params['variance'],
+                                               is_training=False)[0])
+    tf.identity(y, name='y')
+    assert {op.type for op in v1.get_default_graph().get_operations()} & {'If', 'StatelessIf'}
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      v1.train.Saver().save(sess, str(tmp_path / 'm.ckpt'))
+      x_value = rng.normal(0, 1, (2, 5, 5, 2)).astype(np.float32)
+      conv = sess.run(h, {x: x_value})
+  report = tf1_bn.export_graph(str(tmp_path / 'm.ckpt.meta'), str(tmp_path / 'out'),
+                               inputs=['x'], outputs=['y'])
+  assert report.ok and report.conds_lowered == 1 and report.folding.folded == 1
+  ops = _saved_graph_ops(str(tmp_path / 'out'))
+  assert not set(ops) & (set(TRAINING_OPS) | {'If', 'StatelessIf'})
+  loaded = tf.saved_model.load(str(tmp_path / 'out' / 'saved_model'))
+  result = loaded.signatures['serving_default'](x=tf.constant(x_value))['y'].numpy()
+  # tf.compat.v1.nn.fused_batch_norm's epsilon is 1e-3
+  expected = _numpy_bn(conv, [values[k] for k in ('gamma', 'beta', 'mean', 'variance')])
   assert _relative(result, expected) < RTOL
 
 

@@ -80,6 +80,7 @@ class ExportReport:
   pruned: int
   updates_dropped: int
   masks_removed: int
+  conds_lowered: int
   saved_model: list = dataclasses.field(default_factory=list)  # verify.Comparison
   sizes: dict = dataclasses.field(default_factory=dict)
   tflite: object = None  # tflite.Result
@@ -163,6 +164,7 @@ def _inference_graph(source, inputs, outputs, bound, fold):
   output_nodes = pipeline.add_output_identities(
       graph_def, [(t, source.graph.get_tensor_by_name(t).dtype) for t in outputs.values()])
   before = pipeline.op_counts(pipeline.reachable(graph_def, output_nodes))
+  graph_def, lowered = pipeline.lower_functional_conds(graph_def, output_nodes)
   pipeline.bind_constants(graph_def, {b.name: b.value for b in bound})
   pruned = pipeline.prune_dead_branches(graph_def)
   dropped = pipeline.drop_update_dependencies(graph_def)
@@ -177,7 +179,7 @@ def _inference_graph(source, inputs, outputs, bound, fold):
     raise ValueError(f'--inputs {", ".join(unused)}: no output depends on them once training '
                      f'is False; remove them (labels or training-only inputs).')
   numbers = dict(before=before, after=pipeline.op_counts(rewritten), pruned=pruned,
-                 dropped=dropped, masks=masks, folding=report)
+                 dropped=dropped, masks=masks, lowered=lowered, folding=report)
   return rewritten, dict(zip(outputs, (n + ':0' for n in output_nodes))), found, numbers
 
 
@@ -272,7 +274,8 @@ def export_graph(source, out, inputs=None, outputs=None, checkpoint=None, tag=No
         candidates=(switch_names, keep_names), inputs=input_keys, outputs=output_keys,
         forms=found.forms, folding=numbers['folding'], training_mode=found.training_mode,
         ops_before=numbers['before'], ops_after=numbers['after'], pruned=numbers['pruned'],
-        updates_dropped=numbers['dropped'], masks_removed=numbers['masks'], data=None if data is None else os.fspath(data))
+        updates_dropped=numbers['dropped'], masks_removed=numbers['masks'],
+        conds_lowered=numbers['lowered'], data=None if data is None else os.fspath(data))
     report.sizes['source'] = _source_size(loaded)
   finally:
     loaded.close()
@@ -352,7 +355,9 @@ def _markdown(report):
             f'exactly.', '', '## Removed', '',
             f'{report.pruned} Switch / Merge ops of the graph resolved by pruning dead branches; '
             f'{report.updates_dropped} control dependencies on updates dropped; '
-            f'{report.masks_removed} dropout mask(s) that keep everything removed.', '',
+            f'{report.masks_removed} dropout mask(s) that keep everything removed.' + (
+                f' {report.conds_lowered} functional cond(s) (If) lowered to Switch / Merge '
+                f'first.' if report.conds_lowered else ''), '',
             verify.markdown_table(('ops', 'before', 'after'), _family_rows(report)), '',
             '## Verification (SavedModel against the original graph, training False)', '',
             verify.table_of(report.saved_model), '']

@@ -2,7 +2,8 @@
 built) and `export_graph` (any TF1 graph), on GraphDefs:
 
 1. `add_output_identities`: one Identity per output, so that rewriting also
-   reaches an output that is itself a BN output;
+   reaches an output that is itself a BN output; `lower_functional_conds`:
+   TensorFlow 2's functional conds become Switch / Merge;
 2. `bind_constants`: training switches (bool placeholders,
    placeholder_with_defaults, bool variables) become the constant False, a
    dropout keep-probability the constant 1.0;
@@ -26,6 +27,10 @@ import collections
 import os
 
 import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
+from tensorflow.core.protobuf import rewriter_config_pb2
+from tensorflow.python.framework import op_def_registry
+from tensorflow.python.grappler import tf_optimizer
 
 from tf1_bn.deploy import folding
 
@@ -37,8 +42,11 @@ SWITCH_OPS = ('Switch', 'RefSwitch')
 MERGE_OPS = ('Merge', 'RefMerge')
 ASSIGN_OPS = ('Assign', 'AssignAdd', 'AssignSub', 'AssignVariableOp', 'AssignAddVariableOp',
               'AssignSubVariableOp', 'ScatterUpdate', 'ScatterAdd', 'ScatterSub')
+# TensorFlow 2's tf.cond / tf.case in a graph: branches are functions.
+FUNCTIONAL_CONDS = ('If', 'StatelessIf', 'Case', 'StatelessCase')
 OUTPUT_SCOPE = 'tf1_bn_output'
 XLA_MUST_COMPILE = '_XlaMustCompile'
+COLOCATION_ATTR = '_class'
 # Predicates a bound switch reaches a Switch through (tf.cond's pred_id, the
 # recipe's tf.equal(training, True), a negation).
 _BOOL_OPS = ('Identity', 'LogicalNot', 'LogicalAnd', 'LogicalOr', 'Equal', 'NotEqual')
@@ -64,6 +72,25 @@ def add_output_identities(graph_def, tensors):
     node.attr['T'].type = tf.as_dtype(dtype).as_datatype_enum
     names.append(node.name)
   return names
+
+
+def lower_functional_conds(graph_def, output_nodes):
+  """`graph_def` with its functional conds (If / StatelessIf / Case, what
+  tf.cond builds in a TensorFlow 2 graph) lowered to Switch / Merge and their
+  branches inlined, by grappler's function optimizer alone; unchanged
+  without them. Returns (graph_def, how many were lowered)."""
+  count = sum(n.op in FUNCTIONAL_CONDS for n in graph_def.node)
+  if not count:
+    return graph_def, 0
+  with tf.Graph().as_default():
+    meta_graph = v1.train.export_meta_graph(graph_def=graph_def)
+  meta_graph.collection_def['train_op'].node_list.value.extend(output_nodes)  # the fetches
+  config = config_pb2.ConfigProto()
+  rewrite = config.graph_options.rewrite_options
+  rewrite.optimizers.extend(['function'])
+  rewrite.min_graph_nodes = -1
+  rewrite.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
+  return tf_optimizer.OptimizeGraph(config, meta_graph), count
 
 
 def _make_const(node, value, dtype):
@@ -320,10 +347,35 @@ def turn_off_xla(graph_def):
       function.attr['_noinline'].b = False
 
 
+def drop_ordering_constraints(graph_def):
+  """Removes, in place, control dependencies on stateless ops (once frozen
+  they order nothing; an inlined function's control outputs would keep a
+  folded BN op alive through them; those on stateful ops, asserts, stay) and
+  colocation constraints (`_class`: extracting the subgraph the outputs need
+  keeps every node another is colocated with, such as a folded BN inlined
+  from a cond's branch)."""
+  nodes = {n.name: n for n in graph_def.node}
+
+  def stateful(name):
+    node = nodes.get(name)
+    op_def = op_def_registry.get(node.op) if node is not None else None
+    return op_def is None or op_def.is_stateful
+
+  for node in graph_def.node:
+    if COLOCATION_ATTR in node.attr:
+      del node.attr[COLOCATION_ATTR]
+    inputs = [t for t in node.input if not t.startswith('^') or stateful(_name(t))]
+    if len(inputs) != len(node.input):
+      del node.input[:]
+      node.input.extend(inputs)
+
+
 def rewrite_bn(frozen, records, values, output_nodes, fold=True):
   """Folds or rewrites the BN layers `records` describe (see
   `folding.fold`), then drops uncalled functions and XLA marks. Returns
   (graph_def, folding.Report)."""
+  frozen = copy(frozen)
+  drop_ordering_constraints(frozen)
   graph_def, report = folding.fold(frozen, records, values, output_nodes, into_ops=fold)
   prune_function_library(graph_def)
   turn_off_xla(graph_def)
@@ -331,8 +383,13 @@ def rewrite_bn(frozen, records, values, output_nodes, fold=True):
 
 
 def op_counts(graph_def):
-  """{op type: count} of the graph's nodes (functions not included)."""
-  return dict(sorted(collections.Counter(n.op for n in graph_def.node).items()))
+  """{op type: count} of the graph's nodes and of the functions they call
+  (a TensorFlow 2 cond's branches)."""
+  called = copy(graph_def)
+  prune_function_library(called)
+  ops = [n.op for n in called.node] + [n.op for f in called.library.function
+                                        for n in f.node_def]
+  return dict(sorted(collections.Counter(ops).items()))
 
 
 def reachable(graph_def, output_nodes):

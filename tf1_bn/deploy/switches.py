@@ -27,9 +27,8 @@ BOOL_SOURCES = pipeline.PLACEHOLDER_OPS + pipeline.VARIABLE_OPS
 TRUE_WORDS = ('true', '1')
 FALSE_WORDS = ('false', '0')
 KEEP_PROB = 1.0
-# TensorFlow 2's tf.cond in a graph: the switch is found, the branches are not
-# pruned (the If keeps both functions; verification still holds).
-IF_OPS = ('If', 'StatelessIf')
+# TensorFlow 2's tf.cond in a graph (lowered to Switch / Merge before pruning).
+IF_OPS = pipeline.FUNCTIONAL_CONDS
 
 _name = folding.node_name
 
