@@ -418,8 +418,18 @@ def _two_conds(path):
     x = v1.placeholder(tf.float32, (None, 2), name='x')
     a = v1.placeholder(tf.bool, (), name='is_training')
     b = v1.placeholder_with_default(False, (), name='use_ema')
-    y = tf.cond(a, lambda: x * 2.0, lambda: x)
-    y = tf.identity(tf.cond(b, lambda: y + 1.0, lambda: y), name='y')
+    training_ops = []
+
+    def training_branch():
+      training_ops.append(x * 2.0)
+      return training_ops[-1]
+
+    y = tf.cond(a, training_branch, lambda: x)
+    y = tf.cond(b, lambda: y + 1.0, lambda: y)
+    # colocated with an op of a pruned branch (tf-keras graphs have such nodes):
+    # the subgraph the output needs must not keep it
+    with v1.colocate_with(training_ops[0]):
+      y = tf.identity(y, name='y')
   path.write_bytes(graph.as_graph_def().SerializeToString())
 
 

@@ -356,15 +356,20 @@ def drop_ordering_constraints(graph_def):
   from a cond's branch)."""
   nodes = {n.name: n for n in graph_def.node}
 
-  def stateful(name):
+  def keeps_order(name):
+    """A stateful op, or a cond / loop context a Switch left (it carries
+    deadness: dropping it would let a dead branch's constant into a Merge)."""
     node = nodes.get(name)
     op_def = op_def_registry.get(node.op) if node is not None else None
-    return op_def is None or op_def.is_stateful
+    if op_def is None or op_def.is_stateful or node.op in SWITCH_OPS:
+      return True
+    return node.op == 'Identity' and bool(node.input) and getattr(
+        nodes.get(_name(node.input[0])), 'op', None) in SWITCH_OPS
 
   for node in graph_def.node:
     if COLOCATION_ATTR in node.attr:
       del node.attr[COLOCATION_ATTR]
-    inputs = [t for t in node.input if not t.startswith('^') or stateful(_name(t))]
+    inputs = [t for t in node.input if not t.startswith('^') or keeps_order(_name(t))]
     if len(inputs) != len(node.input):
       del node.input[:]
       node.input.extend(inputs)
