@@ -157,9 +157,9 @@ def load(source, checkpoint=None, tag=None, signature=None):
     checkpoint = v.check_path(checkpoint, 'checkpoint')
   if _is_saved_model(path):
     return _load_saved_model(path, tag, signature)
+  if not os.path.exists(path) and not tf.io.gfile.exists(path + '.index'):
+    raise ValueError(f'SOURCE {path!r} does not exist.')
   if path.endswith(META_SUFFIX):
-    if not os.path.isfile(path):
-      raise ValueError(f'SOURCE {path!r} does not exist.')
     return _load_meta(path, checkpoint)
   if path.endswith(FROZEN_SUFFIXES) and os.path.isfile(path):
     return _load_frozen(path)
