@@ -205,7 +205,7 @@ def _reference(source, inputs, outputs, bound, data):
 
 def _source_size(source):
   if source.kind == sources.KINDS[0]:
-    files = [source.path] + checkpoints._data_files(source.checkpoint) + [
+    files = [source.path] + checkpoints.data_files(source.checkpoint) + [
         source.checkpoint + '.index']
     return sum(os.path.getsize(f) for f in files if os.path.isfile(f))
   if os.path.isdir(source.path):
@@ -281,7 +281,7 @@ def export_graph(source, out, inputs=None, outputs=None, checkpoint=None, tag=No
   finally:
     loaded.close()
   parent = os.path.dirname(out)
-  created = checkpoints._new_directories(parent)
+  created = checkpoints.new_directories(parent)
   os.makedirs(parent, exist_ok=True)
   temporary = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.tmp-', dir=parent)
   umask = os.umask(0)
