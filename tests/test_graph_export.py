@@ -445,6 +445,9 @@ def test_several_switch_candidates_exit_2_listing_them(tmp_path, capsys):
   assert status == 2 and 'is_training' in err and 'use_ema' in err
   assert len(err.strip().splitlines()) == 1 and 'Traceback' not in err
   assert not (tmp_path / 'out').exists() and os.listdir(tmp_path) == ['g.pb']
+  status, err = _cli([tmp_path / 'g.pb', tmp_path / 'out', '--inputs', 'x', '--outputs', 'y',
+                      '--training', 'use_ema'], capsys)
+  assert status == 2 and 'is_training' in err and 'not bound' in err
   status, _ = _cli([tmp_path / 'g.pb', tmp_path / 'out', '--inputs', 'x', '--outputs', 'y',
                     '--training', 'is_training', '--training', 'use_ema=false'], capsys)
   assert status == 0

@@ -146,6 +146,10 @@ def bindings(graph_def, training=()):
                        f'switch takes false, a float one a number.')
     bound.append(Binding(name, value, '--training'))
   named = {b.name for b in bound}
+  unfed = [name for name in switches if name not in named and nodes[name].op == 'Placeholder']
+  if training and unfed:
+    raise ValueError(f'the training switch candidate(s) {", ".join(unfed)} (placeholders '
+                     f'without a default) are not bound; add --training for each.')
   if not training:
     if len(switches) > 1:
       raise ValueError(f'several training switch candidates: {", ".join(switches)}; name the '
