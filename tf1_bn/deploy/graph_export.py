@@ -38,6 +38,7 @@ import time
 
 import tensorflow as tf
 
+from tf1_bn.common import log
 from tf1_bn.common import validation as v
 from tf1_bn.deploy import bn_forms
 from tf1_bn.deploy import checkpoints
@@ -417,9 +418,10 @@ def main(argv=None):
   which output), 2 (raised) unreadable input or bad arguments."""
   args = build_parser().parse_args(argv)
   tf.get_logger().setLevel('ERROR')  # TensorFlow's deprecation notices are not the tool's
-  report = export_graph(args.source, args.out, args.inputs, args.outputs, args.checkpoint,
-                        args.tag, args.signature, args.training, args.data, args.batch,
-                        args.rtol, args.tflite, args.int8, args.onnx, args.fold, args.force)
+  with log.native_stderr_silenced():  # and neither are its C++ lines
+    report = export_graph(args.source, args.out, args.inputs, args.outputs, args.checkpoint,
+                          args.tag, args.signature, args.training, args.data, args.batch,
+                          args.rtol, args.tflite, args.int8, args.onnx, args.fold, args.force)
   status = 'verified' if report.ok else 'NOT verified (see report.md)'
   print(f'wrote {args.out} ({report.folding.summary()}); {status}')
   for comparison in report.saved_model:
