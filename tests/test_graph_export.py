@@ -313,6 +313,28 @@ def test_tiny_variance_channels_are_flagged():
   assert flagged[0][3] == pytest.approx(scale[2] / np.median(scale))
 
 
+def test_a_converter_crash_is_reported_not_raised(tmp_path, monkeypatch):
+  """The int8 converter has aborted whole processes: the child dying by a
+  signal becomes a failed Result (export exit status 1), never a crash."""
+  import subprocess
+  import sys
+  from tf1_bn.deploy import tflite
+  real_run = subprocess.run
+
+  def aborting_child(command, **kwargs):
+    abort = 'import os, signal; os.kill(os.getpid(), signal.SIGABRT)'
+    return real_run([sys.executable, '-c', abort], **kwargs)
+
+  monkeypatch.setattr(tflite.subprocess, 'run', aborting_child)
+  inputs = {'x': np.zeros((1, 2), np.float32)}
+  float_result, int8_result = tflite.convert_and_verify(
+      str(tmp_path / 'saved_model'), str(tmp_path), inputs, {'y': np.ones((1, 2))}, RTOL,
+      int8=True)
+  assert not float_result.ok and 'signal 6' in float_result.error
+  assert not int8_result.ok and int8_result.error.startswith('not tried')
+  assert os.listdir(tmp_path) == []  # no inputs file, no half-written model left
+
+
 # Recorded from TensorFlow 2.21's converter on a graph with tf.linalg.svd.
 CONVERTER_FAILURE = """ConverterError: Could not translate MLIR to FlatBuffer.<unknown>:0: error: \
 loc(fused["Svd:", "Svd"]): 'tf.Svd' op is neither a custom op nor a flex op
