@@ -47,17 +47,22 @@ def _fixture_arrays(name):
 
 @pytest.fixture(scope='module')
 def exports(tmp_path_factory):
-  """{fixture: (OUT, ExportReport)}: each exported once with --int8."""
+  """{fixture: (OUT, ExportReport)}: each exported once with --int8, two at a
+  time (most of an export is its TFLite child process starting TensorFlow;
+  each export has its own graphs and sessions)."""
+  from concurrent.futures import ThreadPoolExecutor
   root = tmp_path_factory.mktemp('exports')
   data = os.path.join(FIXTURES, 'inputs.npz')
-  done = {}
-  for name, (source, extra) in SOURCES.items():
+
+  def export(name):
+    source, extra = SOURCES[name]
     names = {} if name == 'keras2' else {'inputs': ['x'], 'outputs': ['logits']}
     out = str(root / name)
-    report = tf1_bn.export_graph(os.path.join(FIXTURES, source), out, data=data, int8=True,
-                                 **names, **extra)
-    done[name] = (out, report)
-  return done
+    return out, tf1_bn.export_graph(os.path.join(FIXTURES, source), out, data=data, int8=True,
+                                    **names, **extra)
+
+  with ThreadPoolExecutor(max_workers=2) as pool:
+    return dict(zip(SOURCES, pool.map(export, SOURCES)))
 
 
 def _saved_graph_ops(out):
