@@ -17,7 +17,6 @@ import pytest
 import tensorflow as tf
 
 import tf1_bn
-from tf1_bn.deploy import graph_export
 from tf1_bn.studies import cli
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'export')

@@ -13,8 +13,6 @@ Nothing else is touched: a mask that can drop an element stays.
 """
 import math
 
-import numpy as np
-
 from tf1_bn.deploy import bn_forms
 from tf1_bn.deploy import folding
 from tf1_bn.deploy import pipeline
