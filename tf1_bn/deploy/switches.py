@@ -138,7 +138,7 @@ def bindings(graph_def, training=()):
     if node is None:
       raise not_found(graph_def, name, '--training')
     if node.op not in BOOL_SOURCES:
-      raise ValueError(f'--training {name!r} is a {node.op}, not a placeholder, '
+      raise ValueError(f'--training {name!r} is an op of type {node.op}, not a placeholder, '
                        f'placeholder_with_default or variable.')
     dtype = pipeline.node_dtype(node)
     if (dtype == tf.bool) != isinstance(value, bool):
