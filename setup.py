@@ -34,7 +34,14 @@ setup(
         # the real slim batch_norm; tf-slim's own nets test tf1_bn.patch_slim().
         # scipy (already a dependency of scikit-learn) runs the statistical
         # tests of the layers' initializers.
-        'test': DEMO + ['pytest>=7', 'tf-keras>=2.16', 'tf-slim==1.1.0', 'scipy>=1.10'],
+        # LiteRT's interpreter for `tf1-bn export --tflite` (tf.lite.Interpreter,
+        # deprecated, is the fallback).
+        'deploy': ['ai-edge-litert'],
+        # `tf1-bn export --onnx` (tf2onnx 1.17 converts the exported SavedModel
+        # on TensorFlow 2.21; about 110 MB installed, so not in `test`).
+        'onnx': ['tf2onnx>=1.17', 'onnxruntime'],
+        'test': DEMO + ['pytest>=7', 'tf-keras>=2.16', 'tf-slim==1.1.0', 'scipy>=1.10',
+                        'ai-edge-litert'],
     },
     entry_points={'console_scripts': ['tf1-bn=tf1_bn.studies.cli:main']},
 )

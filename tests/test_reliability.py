@@ -553,6 +553,46 @@ REPLICA_HELPERS = {
 }
 
 
+EXPORT_FIXTURES = pathlib.Path(__file__).parent / 'fixtures' / 'export'
+FROZEN = str(EXPORT_FIXTURES / 'frozen.pb')
+META = str(EXPORT_FIXTURES / 'layers' / 'model.ckpt.meta')
+
+
+def _export(source=FROZEN, out=None, **kwargs):
+  """tf1_bn.export_graph of a legacy fixture with the names it has."""
+  kwargs.setdefault('inputs', ['x'])
+  kwargs.setdefault('outputs', ['logits'])
+  return lambda e: tf1_bn.export_graph(source, e.out if out is None else out(e), **kwargs)
+
+
+EXPORT_GRAPH = {
+    'export_graph-source_none': (_export(source=None), TypeError, r'`SOURCE`.*None'),
+    'export_graph-source_missing': (_export(source='no/such/model.pb'), ValueError,
+                                    r"SOURCE 'no/such/model.pb' does not exist"),
+    'export_graph-out_int': (_export(out=lambda e: 5), TypeError, r'`OUT`.*5'),
+    'export_graph-out_not_empty': (_export(out=lambda e: str(EXPORT_FIXTURES)), ValueError,
+                                   r'OUT .*not empty.*--force'),
+    'export_graph-outputs_unknown': (_export(outputs=['logit']), ValueError,
+                                     r"--outputs 'logit' is not in the graph; close names: "
+                                     r'logits'),
+    'export_graph-inputs_unknown': (_export(inputs=['image']), ValueError,
+                                    r"--inputs 'image' is not in the graph"),
+    'export_graph-training_true': (_export(training=['is_training=true']), ValueError,
+                                   r"--training 'is_training=true'"),
+    'export_graph-training_not_a_switch': (_export(training=['logits']), ValueError,
+                                           r"--training 'logits' is an op of type Identity"),
+    'export_graph-checkpoint_missing': (
+        _export(source=META, checkpoint='no/such/model.ckpt'), tf1_bn.CheckpointError,
+        r'No checkpoint at'),
+    'export_graph-data_without_input': (
+        _export(data=str(EXPORT_FIXTURES / 'expected.npz')), ValueError,
+        r"--data .*expected.npz' has no array for input 'x:0'"),
+    'export_graph-rtol_zero': (_export(rtol=0), ValueError, r'`rtol`.*0'),
+    'export_graph-batch_zero': (_export(batch=0), ValueError, r'`batch`.*>= 1.*0'),
+    'export_graph-tflite_str': (_export(tflite='yes'), TypeError, r'`tflite`.*yes'),
+}
+
+
 def _split_rows(cases):
   """Rows whose case id is '<entry point>-<case>'."""
   return [Bad(*key.split('-', 1), call, error, fragment)
@@ -563,7 +603,7 @@ BAD_ARGUMENTS = (_rows('bn_layer', BN_LAYER) + _rows('batch_normalization', BATC
                  _rows('batch_norm', BATCH_NORM) + _rows('dropout', DROPOUT) +
                  _split_rows(UPDATE_HELPERS) + _split_rows(CHECKPOINT_TOOLS) +
                  _split_rows(REPLICA_HELPERS) + _split_rows(SLIM_PATCH) +
-                 _split_rows(PRECISE_BN))
+                 _split_rows(PRECISE_BN) + _split_rows(EXPORT_GRAPH))
 
 
 def _tiny_checkpoint(directory):

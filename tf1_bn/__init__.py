@@ -30,6 +30,7 @@ _PUBLIC = {
     'check_update_ops': 'tf1_bn.bn.update_ops',
     'collective_timeout': 'tf1_bn.bn.replicas',
     'dropout': 'tf1_bn.bn.dropout',
+    'export_graph': 'tf1_bn.deploy.graph_export',
     'export_inference': 'tf1_bn.deploy.export',
     'inspect_checkpoint': 'tf1_bn.deploy.checkpoints',
     'layers': 'tf1_bn.layers',

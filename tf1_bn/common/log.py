@@ -136,3 +136,22 @@ def warn_once(key, message, category=UserWarning):
     return
   _warned.add(key)
   warnings.warn(message, category, stacklevel=user_stacklevel())
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+  """Sends file descriptor 2 to /dev/null for the duration: TensorFlow's C++
+  lines (grappler, the TFLite converter's MLIR passes) ignore the Python
+  loggers. Python's own sys.stderr, when it is not fd 2 (pytest's capture), is
+  untouched; errors propagate as exceptions and are reported after the
+  descriptor is restored."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, 'w') as null:
+      os.dup2(null.fileno(), 2)
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)

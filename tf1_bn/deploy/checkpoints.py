@@ -173,7 +173,7 @@ def _reason(error):
   return f'not readable ({type(error).__name__}: {_first_line(error)})'
 
 
-def _data_files(prefix):
+def data_files(prefix):
   return sorted(glob.glob(glob.escape(prefix) + '.data-[0-9]*-of-[0-9]*'))
 
 
@@ -184,7 +184,7 @@ def _damaged_data_file(prefix, error):
   missing = _MISSING_FILE.search(message)
   if missing:
     return missing['file']
-  files = _data_files(prefix)
+  files = data_files(prefix)
   shard = _SHARD.search(message)
   if shard and files:
     count = int(files[0].rsplit('-of-', 1)[1])
@@ -290,7 +290,7 @@ def read_checkpoint(path, arg_name='path'):
   return values
 
 
-def _new_directories(directory):
+def new_directories(directory):
   """The directories `os.makedirs(directory)` would create, outermost first."""
   created = []
   while directory and not os.path.exists(directory):
@@ -340,7 +340,7 @@ def write_checkpoint(values, prefix, state_file=False):
   """
   prefix = os.fspath(prefix)
   directory = os.path.dirname(os.path.abspath(prefix))
-  created = _new_directories(directory)
+  created = new_directories(directory)
   names = sorted(values)
   placed = []
   staging = None

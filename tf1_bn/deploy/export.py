@@ -10,7 +10,8 @@ update ops. `export_inference` instead:
    (`updates='inline'`), so no cond, no training path and no update is
    reachable from the outputs;
 2. replaces any training placeholder still reachable (a cond of your own) by
-   the constant False;
+   the constant False, and removes the branches that rules out (the stages
+   are `tf1_bn.deploy.pipeline`'s, shared with `tf1_bn.export_graph`);
 3. freezes the variables into constants and keeps only what the outputs need;
 4. with `fold=True`, folds each BN layer into the conv / matmul before it;
    every other layer (all of them with `fold=False`) becomes explicit
@@ -36,15 +37,13 @@ import tensorflow as tf
 
 from tf1_bn.bn import core
 from tf1_bn.deploy import folding
+from tf1_bn.deploy import pipeline
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
 
-v1 = tf.compat.v1
 log = logging.getLogger('tf1_bn')
 
-_PLACEHOLDER_OPS = ('Placeholder', 'PlaceholderWithDefault')
-OUTPUT_SCOPE = 'tf1_bn_output'
-XLA_MUST_COMPILE = '_XlaMustCompile'
+OUTPUT_SCOPE = pipeline.OUTPUT_SCOPE
 
 
 def _check_signature(mapping, arg_name, graph):
@@ -88,60 +87,6 @@ def _wire_inference_paths(graph_def, twins):
     node.input.extend(inputs)
 
 
-def _freeze_training_placeholders(graph_def, training_names):
-  """Turns the named placeholders into the constant False."""
-  for node in graph_def.node:
-    if node.name in training_names and node.op in _PLACEHOLDER_OPS:
-      node.op = 'Const'
-      del node.input[:]
-      for key in list(node.attr):
-        del node.attr[key]
-      node.attr['dtype'].type = tf.bool.as_datatype_enum
-      node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(False, tf.bool))
-
-
-def _prune_function_library(graph_def):
-  """Drops the functions no node calls (the conds' branches once rewired)."""
-  functions = {f.signature.name: f for f in graph_def.library.function}
-
-  def called(nodes):
-    for node in nodes:
-      if node.op in functions:
-        yield node.op
-      for attr in node.attr.values():
-        if attr.HasField('func'):
-          yield attr.func.name
-        for func in attr.list.func:
-          yield func.name
-
-  keep, stack = set(), list(called(graph_def.node))
-  while stack:
-    name = stack.pop()
-    if name in keep or name not in functions:
-      continue
-    keep.add(name)
-    stack.extend(called(functions[name].node_def))
-  kept = [f for name, f in functions.items() if name in keep]
-  del graph_def.library.function[:]
-  graph_def.library.function.extend(kept)
-  gradients = [g for g in graph_def.library.gradient if g.function_name in keep]
-  del graph_def.library.gradient[:]
-  graph_def.library.gradient.extend(gradients)
-
-
-def _turn_off_xla(graph_def):
-  """Clears the compile-with-XLA marks on call nodes and functions, and lets
-  those functions be inlined (as plain ops they need no call of their own)."""
-  for node in list(graph_def.node) + [n for f in graph_def.library.function
-                                      for n in f.node_def]:
-    if XLA_MUST_COMPILE in node.attr:
-      node.attr[XLA_MUST_COMPILE].b = False
-  for function in graph_def.library.function:
-    if XLA_MUST_COMPILE in function.attr and function.attr[XLA_MUST_COMPILE].b:
-      function.attr[XLA_MUST_COMPILE].b = False
-      function.attr['_noinline'].b = False
-
-
 def inference_graph_def(sess, outputs, training=None, fold=True):
   """The frozen inference GraphDef computing `outputs` (a list of tensors).
 
@@ -149,29 +94,20 @@ def inference_graph_def(sess, outputs, training=None, fold=True):
   """
   graph = sess.graph
   graph_def = graph.as_graph_def()
-  # One Identity per output, so rewiring and folding also reach an output
-  # that is itself a BN layer's output.
-  output_names = []
-  for index, tensor in enumerate(outputs):
-    node = graph_def.node.add()
-    node.name, node.op = f'{OUTPUT_SCOPE}/{index}', 'Identity'
-    node.input.append(tensor.name)
-    node.attr['T'].type = tensor.dtype.as_datatype_enum
-    output_names.append(node.name)
+  output_names = pipeline.add_output_identities(graph_def, [(t.name, t.dtype) for t in outputs])
   twins = _inference_twins(graph)
   _wire_inference_paths(graph_def, twins)
   training_tensors = [t for t in (training if isinstance(training, (list, tuple))
                                   else [training]) if t is not None]
   training_tensors += graph.get_collection(switch_lib.TRAINING_PLACEHOLDER_KEY)
-  _freeze_training_placeholders(graph_def, {t.op.name for t in training_tensors})
+  pipeline.bind_constants(graph_def, {t.op.name: False for t in training_tensors})
+  pipeline.prune_dead_branches(graph_def)
   # A layer fed by another layer's switch reads that layer's inference twin now.
   layer_records = [dict(r, input=twins.get(r['input'], r['input'])) for r in folding.records(graph)]
-  frozen = v1.graph_util.convert_variables_to_constants(sess, graph_def, output_names)
-  frozen, report = folding.fold(frozen, layer_records,
-                                folding.parameter_values(sess, layer_records), output_names,
-                                into_ops=fold)
-  _prune_function_library(frozen)
-  _turn_off_xla(frozen)
+  frozen = pipeline.freeze(sess, graph_def, output_names)
+  frozen, report = pipeline.rewrite_bn(frozen, layer_records,
+                                       folding.parameter_values(sess, layer_records),
+                                       output_names, fold=fold)
   return frozen, [n + ':0' for n in output_names], report
 
 
@@ -229,16 +165,7 @@ def export_inference(sess, inputs, outputs, export_dir, fold=True, training=None
   graph_def, output_names, report = inference_graph_def(sess, list(outputs.values()), training,
                                                         fold)
   _check_inputs_used(inputs, graph_def)
-  with tf.Graph().as_default() as graph:
-    tf.graph_util.import_graph_def(graph_def, name='')
-    signature = v1.saved_model.signature_def_utils.predict_signature_def(
-        inputs={k: graph.get_tensor_by_name(t.name) for k, t in inputs.items()},
-        outputs={k: graph.get_tensor_by_name(n) for k, n in zip(outputs, output_names)})
-    with v1.Session(graph=graph) as export_sess:
-      builder = v1.saved_model.Builder(export_dir)
-      builder.add_meta_graph_and_variables(
-          export_sess, [v1.saved_model.tag_constants.SERVING],
-          signature_def_map={'serving_default': signature}, strip_default_attrs=True)
-      builder.save()
+  pipeline.write_saved_model(graph_def, {k: t.name for k, t in inputs.items()},
+                             dict(zip(outputs, output_names)), export_dir)
   log.info('export_inference: %s', report.summary())
   return report

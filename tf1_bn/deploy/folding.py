@@ -107,8 +107,12 @@ def affine(record, values):
   return scale, beta - mean * scale
 
 
-def _name(tensor):
+def node_name(tensor):
+  """'^op', 'op:1', 'op' -> 'op'."""
   return tensor.lstrip('^').split(':')[0]
+
+
+_name = node_name
 
 
 def canonical_tensor_name(tensor):

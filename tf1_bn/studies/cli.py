@@ -77,6 +77,15 @@ COMMANDS = {
         {EXIT_OK: 'the ported checkpoint and its `checkpoint` state file were written',
          EXIT_ERROR: 'nothing was written: the input could not be found or read, the output '
                      'would overwrite or overlap the input, or the arguments are wrong'}),
+    'export': Command(
+        'tf1_bn.deploy.graph_export', '',
+        'export any TF1 model (meta graph, frozen .pb, SavedModel) as a verified serving model',
+        {EXIT_OK: 'written and verified (SavedModel, and each TFLite / ONNX model asked for)',
+         EXIT_PROBLEMS: 'written, but an output is beyond --rtol or a conversion failed '
+                        '(report.md says which)',
+         EXIT_ERROR: 'nothing was written: the source or checkpoint could not be read, a name '
+                     'is not in the graph, the training switch is ambiguous, OUT is not empty, '
+                     'or the arguments are wrong'}),
     'bench': Command(
         'tf1_bn.studies.bench', '', 'time tf1_bn against the recipe and the legacy layer',
         {EXIT_OK: 'timed; table written', EXIT_ERROR: _ERROR_MEANING}),
