@@ -93,9 +93,16 @@ class MovingStatistics:
 
 @dataclasses.dataclass
 class Update:
-  """The update built by `build`: its assign ops and one group of them."""
+  """The update built by `build`: its assign ops and one group of them.
+
+  `values` are what the two assigns returned (for resource variables a
+  lazily read variable whose `.op` is the assign, and whose value read in a
+  session is the variable after it): slim's own paths put those in its
+  updates collections, tf.layers puts the ops.
+  """
   ops: list
   group: tf.Operation
+  values: list = dataclasses.field(default_factory=list)
 
 
 def compose_affine(scale, offset, then_scale, then_offset):
@@ -475,29 +482,34 @@ def _build_update(moving, mean, variance, ok, epsilon, after):
     ops = [_as_op(mean_op), _as_op(variance_op)]
     with tf.name_scope(UPDATE_SCOPE):
       group = tf.group(*ops, name='group')
-  return Update(ops=ops, group=group)
+  return Update(ops=ops, group=group, values=[mean_op, variance_op])
 
 
 def attach_update(outputs, update, style, collections=(tf.compat.v1.GraphKeys.UPDATE_OPS,),
-                  per_variable=False):
+                  per_variable=False, values=False):
   """Puts the update into collections, or makes the outputs depend on it.
 
   Args:
     style: 'collection' or 'inline'.
-    per_variable: add each assign op (as tf.layers and slim do: two per
-      layer) rather than the one group op.
+    per_variable: add each assign op (as tf.layers does: two per layer)
+      rather than the one group op.
+    values: with `per_variable`, add what each assign returned rather than
+      its op, as slim's own fused and general paths do (`update.op.name` is
+      the assign's name; running it returns the updated variable).
   """
   if update is None:
     return outputs
   if style == 'inline':
     with tf.control_dependencies([update.group]):
       return tf.identity(outputs)
-  members = update.ops if per_variable else [update.group]
+  ops = update.ops if per_variable else [update.group]
+  members = update.values if per_variable and values else ops
   for collection in collections:
-    for op in members:
-      tf.compat.v1.add_to_collection(collection, op)
-  # Remembered so check_update_ops can name a layer whose update is not run.
-  for op in members:
+    for member in members:
+      tf.compat.v1.add_to_collection(collection, member)
+  # Remembered (as ops, whatever the collections hold) so check_update_ops
+  # can name a layer whose update is not run.
+  for op in ops:
     tf.compat.v1.add_to_collection(COLLECTION_UPDATES_KEY, op)
   return outputs
 

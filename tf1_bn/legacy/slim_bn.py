@@ -160,8 +160,11 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   """Drop-in for `slim.batch_norm` / `tf.contrib.layers.batch_norm` (see the module doc).
 
   `updates_collections=None` updates the moving statistics in place (the
-  output depends on the update); otherwise two update ops per call go into
-  each named collection. `data_format='NCHW'` normalizes axis 1. Inside
+  output depends on the update); otherwise two updates per call go into
+  each named collection, of slim's kinds: on slim's fused and general
+  paths what the assigns return (`update.op.name` is
+  `BatchNorm/AssignMovingAvg/...`; running it returns the new value), on
+  its tf.layers path the assign Operations. `data_format='NCHW'` normalizes axis 1. Inside
   `slim.arg_scope([slim.batch_norm], ...)` (after `tf1_bn.patch_slim()`) it
   takes the scope's defaults, as slim's does. `synchronized=True` (not in
   slim) computes the training statistics over the global batch of every
@@ -265,5 +268,7 @@ def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializer
       update=builds_update, batch_weights=batch_weights, call=call, synchronized=synchronized)
   if updates_list is None:
     return core.attach_update(outputs, update, 'inline')
+  # slim's own paths collect what the assigns return (tensor-like, with
+  # `.op`), where its tf.layers path collects the ops.
   return core.attach_update(outputs, update, 'collection', collections=updates_list,
-                            per_variable=True)
+                            per_variable=True, values=True)
