@@ -16,7 +16,15 @@ their variables with their own names and conventions, then call `build`.
   zero total weight) or non-finite statistics leaves every moving variable
   bit-for-bit unchanged. It runs after the layer's output is computed, so
   every read of a variable it writes (renorm's statistics, the shift of a
-  synchronized layer) sees the value from before the step.
+  synchronized layer) sees the value from before the step;
+* the order of the calls of a layer used more than once in a step (see
+  `tf1_bn.bn.call_order`): call k updates after call k-1 has, from the
+  value call k-1 left, and its forward pass reads the moving variables
+  after that write too;
+* no gradient for the moving variables: every read of them is behind a
+  `tf.stop_gradient`, so `tf.gradients(loss, moving_mean)` is `[None]` on
+  every path, and an optimizer given every variable creates no slots for
+  them.
 
 Under a `tf.distribute` strategy each replica holds a copy of the moving
 statistics, and every copy receives the same update: the global batch's
@@ -35,6 +43,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tf1_bn.bn import call_order as call_order_lib
 from tf1_bn.bn import kernels
 from tf1_bn.bn import replicas as replicas_lib
 from tf1_bn.bn import statistics
@@ -184,7 +193,31 @@ def _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjus
 def _shift(moving, layout, dtype):
   """The per-channel shift of a synchronized layer's sums: the moving mean,
   which every replica holds (the same value) before the step's update."""
-  return tf.stop_gradient(layout.broadcast(moving.mean.read_value(), dtype))
+  return layout.broadcast(_read(moving.mean), dtype)
+
+
+def _read(variable):
+  """What the forward pass reads of a moving variable: a tensor without a
+  gradient (a tensor given in its place, by `_read_after`, is one already)."""
+  if isinstance(variable, tf.Variable):
+    return tf.stop_gradient(variable.read_value())
+  return variable
+
+
+def _read_after(moving, previous):
+  """`moving` with the variables the forward pass reads replaced by reads
+  made after the `previous` update ops (an earlier call of the layer in the
+  step), outside any cond of this layer, or `moving` itself when there are
+  none."""
+  if not previous:
+    return moving
+  with tf.control_dependencies(previous):
+    renorm = moving.renorm
+    if renorm is not None:
+      renorm = dataclasses.replace(renorm, renorm_mean=_read(renorm.renorm_mean),
+                                   renorm_stddev=_read(renorm.renorm_stddev))
+    return dataclasses.replace(moving, mean=_read(moving.mean),
+                               variance=_read(moving.variance), renorm=renorm)
 
 
 def _synchronized_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment,
@@ -292,11 +325,19 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   # Local statistics under a strategy: averaged over the replicas for the
   # update, so only when there is one.
   averages_replicas = call is not None and not synchronized and builds_update
+  # A later call of the layer in the step reads and updates after the
+  # earlier call's update (call_order); `forward` is what the forward reads.
+  # Only a call that updates (or, on another tower, shares the shift of one
+  # that does) waits: an inference-only call (an eval tower) never makes a
+  # step run a training call.
+  order = call_order_lib.begin(moving.mean)
+  previous = order.previous if builds_update or synchronized else []
+  forward = _read_after(moving, previous)
 
   def training_branch():
     if synchronized:
       y, mean, variance, count = _synchronized_training(
-          x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment, batch_weights, call,
+          x, layout, gamma, beta, epsilon, stat_dtype, forward, adjustment, batch_weights, call,
           use_fused_inference and not general)
       kind = 'population'
     elif use_fused:
@@ -306,7 +347,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
       kind = 'sample'
     else:
       y, mean, variance, count = _general_training(x, train_layout, gamma, beta, epsilon,
-                                                   stat_dtype, moving, adjustment,
+                                                   stat_dtype, forward, adjustment,
                                                    batch_weights)
       kind = 'population'
     variance = statistics.convert_variance(variance, count, kind, moving.variance_kind)
@@ -327,7 +368,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   inference_outputs = []
 
   def inference_branch():
-    mean, variance = moving.mean.read_value(), moving.variance.read_value()
+    mean, variance = _read(forward.mean), _read(forward.variance)
     y = _inference(x, layout, gamma, beta, mean, variance, epsilon, stat_dtype,
                    use_fused_inference)
     inference_outputs.append(y)
@@ -338,6 +379,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
                                 lambda: inference_branch()[0])
     outputs.set_shape(x.shape)
     _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
+    call_order_lib.end(order, None)
     return outputs, None
   outputs, mean, variance, count = switch_lib.switch(training, training_branch,
                                                      inference_branch)
@@ -346,7 +388,9 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   ok = tf.logical_and(count > 0, tf.logical_and(_all_finite(mean), _all_finite(variance)))
   if known is None:
     ok = tf.logical_and(training, ok)
-  return outputs, _build_update(moving, mean, variance, ok, epsilon, after=outputs)
+  update = _build_update(moving, mean, variance, ok, epsilon, after=[outputs] + previous)
+  call_order_lib.end(order, update.ops)
+  return outputs, update
 
 
 def _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon):
@@ -450,9 +494,10 @@ def update_layer_name(update_op):
 
 def _build_update(moving, mean, variance, ok, epsilon, after):
   """The assign ops, in tf.layers' order and names, after `after` (the
-  layer's output): what the step's forward pass read of these variables is
-  read before they change."""
-  with tf.control_dependencies([after]):
+  layer's output, so what the step's forward pass read of these variables is
+  read before they change; and an earlier call's update of them, so this one
+  reads what that one wrote)."""
+  with tf.control_dependencies(after):
     first = []
     renorm = moving.renorm
     if renorm is not None:
