@@ -1,15 +1,17 @@
-"""A layer called more than once per step updates in call order.
+"""A layer called more than once per step: deterministic, in call order.
 
 A DCGAN-style discriminator (conv, BN, leaky relu, twice) is applied to a
 real batch, then with reuse to a fake one: every BN layer is called twice per
-step. Each call's update must read what the previous call's update wrote, so
-after every step the moving statistics are those of the two updates applied
-one after the other, real then fake. Checked two ways: structurally on every
-path (each later call's assigns have the earlier call's among their
-ancestors, and so do its forward reads of the moving variables), and by
-training repeatedly with several inter-op threads while another thread loads
-the CPU: bit-identical across runs and equal to a float64 numpy replay of the
-sequential updates.
+step. Checked structurally on every path: the second call's forward reads of
+the moving variables are input-free reads that both calls' updates wait for
+(the start-of-step values, as for one call); with the updates in a
+collection the second call's update follows the first's; in place it does
+not (that would make computing the fake batch's output compute the real
+batch's), and a warning says so; each call still runs alone (a generator
+step feeding only the noise). And by training repeatedly with several
+inter-op threads while another thread loads the CPU: with the updates in a
+collection, bit-identical across runs and equal to a float64 numpy replay of
+the sequential updates, real then fake.
 """
 import threading
 
@@ -36,35 +38,34 @@ def _slim(name, x, t, **kw):
   return tf1_bn.batch_norm(x, is_training=t, decay=DECAY, scope=name, **kw)
 
 
-# path: (layer builder (name, x, training) -> y, variance the moving variance
-# averages). The reuse comes from the enclosing variable scope.
-PATHS = {
-    'bn_layer collection': (
-        lambda n, x, t: tf1_bn.bn_layer(x, training=t, name=n, moving_decay=DECAY),
-        'population'),
-    'bn_layer inline': (
-        lambda n, x, t: tf1_bn.bn_layer(x, training=t, name=n, moving_decay=DECAY,
-                                        updates='inline'), 'population'),
-    'bn_layer unfused': (
-        lambda n, x, t: tf1_bn.bn_layer(x, training=t, name=n, moving_decay=DECAY,
-                                        fused=False), 'population'),
+def _bn_layer(name, x, t, **kw):
+  return tf1_bn.bn_layer(x, training=t, name=name, moving_decay=DECAY, **kw)
+
+
+UPDATES = 'discriminator_updates'
+# Updates in a collection, chained in call order: path -> (layer builder
+# (name, x, training) -> y, the variance the moving variance averages, or
+# None where the replay is not numpy moments: renorm).
+COLLECTION_PATHS = {
+    'bn_layer': (_bn_layer, 'population'),
+    'bn_layer unfused': (lambda n, x, t: _bn_layer(n, x, t, fused=False), 'population'),
     'batch_normalization': (_layers, 'sample'),
     'batch_normalization unfused': (lambda n, x, t: _layers(n, x, t, fused=False),
                                     'population'),
-    'batch_norm in place': (lambda n, x, t: _slim(n, x, t, updates_collections=None),
-                            'sample'),
-    'batch_norm collection': (_slim, 'sample'),
-    'batch_norm general in place': (
-        lambda n, x, t: _slim(n, x, t, updates_collections=None, fused=False), 'population'),
+    'batch_normalization renorm': (lambda n, x, t: _layers(n, x, t, renorm=True), None),
+    'batch_norm': (_slim, 'sample'),  # slim's tf.layers path
+    'batch_norm fused': (lambda n, x, t: _slim(n, x, t, updates_collections=UPDATES),
+                         'sample'),
+    'batch_norm general': (
+        lambda n, x, t: _slim(n, x, t, batch_weights=tf.ones([BATCH])), 'population'),
 }
-# Paths whose forward pass reads moving variables in training: renorm's
-# statistics, a zero-debiased mean's helpers.
-STRUCTURE_ONLY = {
-    'batch_normalization renorm': lambda n, x, t: _layers(n, x, t, renorm=True),
-    'batch_norm zero-debias': lambda n, x, t: _slim(n, x, t, zero_debias_moving_mean=True),
-    'bn_layer synchronized (one device)': lambda n, x, t: tf1_bn.bn_layer(
-        x, training=t, name=n, synchronized=True),
+IN_PLACE_PATHS = {
+    'bn_layer inline': lambda n, x, t: _bn_layer(n, x, t, updates='inline'),
+    'batch_norm in place': lambda n, x, t: _slim(n, x, t, updates_collections=None),
+    'batch_norm general in place': lambda n, x, t: _slim(n, x, t, updates_collections=None,
+                                                         fused=False),
 }
+ALL_PATHS = dict({k: v[0] for k, v in COLLECTION_PATHS.items()}, **IN_PLACE_PATHS)
 BN_INPUTS = 'test_bn_inputs'
 
 
@@ -94,39 +95,87 @@ def _gan(bn):
   fake = tf.reshape(tf.tanh(noise @ generator), [BATCH, 8, 8, 3])
   d_real = _discriminator(real, bn, training, reuse=False)
   d_fake = _discriminator(fake, bn, training, reuse=True)
-  fetches = [d_real, d_fake, v1.get_collection(v1.GraphKeys.UPDATE_OPS)]
-  return (real, noise, training), fetches
+  updates = v1.get_collection(v1.GraphKeys.UPDATE_OPS) + v1.get_collection(UPDATES)
+  return (real, noise, training), (d_real, d_fake, updates)
 
 
-def _assigns(graph, layer):
-  return sorted((op for op in graph.get_operations()
-                 if op.type in ('AssignSubVariableOp', 'AssignVariableOp') and
-                 '/Initializer/' not in op.name and not op.name.endswith('/Assign') and
-                 op.name.startswith(layer)),
+def _ops(graph, prefix, types):
+  return sorted((op for op in graph.get_operations() if op.type in types and
+                 op.name.startswith(prefix) and '/Initializer/' not in op.name and
+                 not op.name.endswith('/Assign')),
                 key=lambda op: op._id)  # pylint: disable=protected-access
 
 
-@pytest.mark.parametrize('path', sorted(list(PATHS) + list(STRUCTURE_ONLY)))
-def test_a_later_call_reads_and_updates_after_the_earlier_calls_update(graph, path):
-  bn = PATHS[path][0] if path in PATHS else STRUCTURE_ONLY[path]
-  _gan(bn)
-  for layer in ('discriminator/bn0', 'discriminator/bn1'):
-    first = [op for op in _assigns(graph, layer + '/')]
-    second = [op for op in _assigns(graph, layer.replace('discriminator', 'discriminator_1'))]
-    assert first and len(second) == len(first), (layer, first, second)
-    for op in second:
+ASSIGNS = ('AssignSubVariableOp', 'AssignVariableOp', 'AssignAddVariableOp')
+LAYERS = ('bn0', 'bn1')
+
+
+def _calls(graph, layer):
+  """The assign ops of the layer's first and second call, and the second
+  call's reads of the layer's variables outside its update."""
+  first = _ops(graph, f'discriminator/{layer}/', ASSIGNS)
+  second = _ops(graph, f'discriminator_1/{layer}/', ASSIGNS)
+  assert first and len(second) == len(first), (first, second)
+  variables = {op.inputs[0].op for op in first}
+  reads = [op for op in _ops(graph, f'discriminator_1/{layer}/', ('ReadVariableOp',))
+           if op.inputs[0].op in variables and '/AssignMovingAvg' not in op.name and
+           '/AssignNewValue' not in op.name]
+  return first, second, reads
+
+
+@pytest.mark.parametrize('path', sorted(ALL_PATHS))
+def test_a_later_calls_forward_reads_come_before_every_update(graph, path):
+  _gan(ALL_PATHS[path])
+  for layer in LAYERS:
+    first, second, reads = _calls(graph, layer)
+    assert reads
+    for op in reads:  # no input to wait for, and both calls' updates wait
+      assert not op.control_inputs and len(op.inputs) == 1
+      for assign in first + second:
+        assert op in update_ops._ancestors([assign]), (op.name, assign.name)
+
+
+@pytest.mark.parametrize('path', sorted(COLLECTION_PATHS))
+def test_a_later_calls_update_follows_the_earlier_calls(graph, path):
+  _gan(COLLECTION_PATHS[path][0])
+  for layer in LAYERS:
+    first, second, _ = _calls(graph, layer)
+    update_reads = [op for op in _ops(graph, f'discriminator_1/{layer}/', ('ReadVariableOp',))
+                    if '/AssignMovingAvg' in op.name or '/AssignNewValue' in op.name]
+    assert update_reads
+    for op in second + update_reads:
       ancestors = update_ops._ancestors([op])
       assert all(earlier in ancestors for earlier in first), op.name
     for op in first:  # and never the other way round
       assert not any(later in update_ops._ancestors([op]) for later in second)
-    # Every read of the layer's moving variables in the second call (its
-    # forward pass included) follows the first call's update.
-    variables = {op.inputs[0].op for op in first}
-    reads = [op for op in graph.get_operations() if op.type == 'ReadVariableOp' and
-             op.inputs[0].op in variables and op.name.startswith('discriminator_1/')]
-    assert reads
-    for op in reads:
-      assert all(earlier in update_ops._ancestors([op]) for earlier in first), op.name
+
+
+@pytest.mark.parametrize('path', sorted(ALL_PATHS))
+def test_each_call_still_runs_alone(path):
+  """A generator step feeds only the noise; evaluating one call feeds only
+  its input: nothing makes a step run the other call."""
+  rng = np.random.RandomState(0)
+  with tf.Graph().as_default():
+    (real, noise, training), (d_real, d_fake, updates) = _gan(ALL_PATHS[path])
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      feed_noise = {noise: rng.randn(BATCH, 16), training: True}
+      feed_real = {real: rng.rand(BATCH, 8, 8, 3), training: True}
+      assert np.isfinite(sess.run(d_fake, feed_noise)).all()
+      assert np.isfinite(sess.run(d_real, feed_real)).all()
+      assert np.isfinite(sess.run(d_fake, {**feed_noise, training: False})).all()
+
+
+@pytest.mark.parametrize('path', sorted(IN_PLACE_PATHS))
+def test_in_place_calls_are_not_chained_and_say_so(graph, path):
+  from tf1_bn.common import log
+  log._warned.discard(('in_place_calls',))  # pylint: disable=protected-access
+  with pytest.warns(UserWarning, match='in place; in-place updates of independent calls'):
+    _gan(IN_PLACE_PATHS[path])
+  for layer in LAYERS:
+    first, second, _ = _calls(graph, layer)
+    for op in second:
+      assert not any(earlier in update_ops._ancestors([op]) for earlier in first)
 
 
 def _replay(bn_inputs, kind):
@@ -152,10 +201,15 @@ def _replay(bn_inputs, kind):
 
 def _train(path, data):
   with tf.Graph().as_default():
-    (real, noise, training), fetches = _gan(PATHS[path][0])
+    (real, noise, training), fetches = _gan(COLLECTION_PATHS[path][0])
     bn_inputs = v1.get_collection(BN_INPUTS)
-    moving = [v for v in v1.global_variables() if 'moving_' in v.op.name]
-    assert [v.op.name.split('/')[-1] for v in moving] == ['moving_mean', 'moving_variance'] * 2
+    # The moving mean and variance of both layers (what the replay gives),
+    # then renorm's statistics (compared run against run only).
+    leaves = ('moving_mean', 'moving_variance')
+    moving = [v for v in v1.global_variables() if v.op.name.split('/')[-1] in leaves]
+    assert [v.op.name.split('/')[-1] for v in moving] == list(leaves) * 2
+    moving += [v for v in v1.global_variables() if v.op.name.split('/')[-1] in (
+        'moving_stddev', 'renorm_mean', 'renorm_stddev')]
     config = v1.ConfigProto(inter_op_parallelism_threads=4, intra_op_parallelism_threads=2)
     runs = []
     with v1.Session(config=config) as sess:
@@ -188,7 +242,7 @@ def cpu_load():
   thread.join(timeout=30)
 
 
-@pytest.mark.parametrize('path', sorted(PATHS))
+@pytest.mark.parametrize('path', sorted(COLLECTION_PATHS))
 def test_two_calls_per_step_are_deterministic_and_sequential(cpu_load, path):
   rng = np.random.RandomState(7)
   data = [((rng.rand(BATCH, 8, 8, 3) * 2 - 1 + 0.3 * (step % 3)).astype(np.float32),
@@ -200,7 +254,10 @@ def test_two_calls_per_step_are_deterministic_and_sequential(cpu_load, path):
       assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b)), f'step {step} differs'
     assert all(x.tobytes() == y.tobytes() for s, t in zip(inputs, first_inputs)
                for x, y in zip(s, t))
-  want = _replay(first_inputs, PATHS[path][1])
+  kind = COLLECTION_PATHS[path][1]
+  if kind is None:
+    return
+  want = _replay(first_inputs, kind)
   for step, (got, expected) in enumerate(zip(first_states, want)):
     for g, e in zip(got, expected):
       np.testing.assert_allclose(g, e, rtol=2e-5, atol=1e-6, err_msg=f'step {step}')

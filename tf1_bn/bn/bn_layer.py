@@ -129,5 +129,6 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
                                    _float32_decay_factor(decay), 'population')
     outputs, update = core.build(x, axes=axes, training=training, gamma=gamma, beta=beta,
                                  moving=moving, epsilon=eps, fused=fused, update=builds_update,
-                                 call=call, synchronized=synchronized)
+                                 call=call, synchronized=synchronized,
+                                 in_place=updates == 'inline')
     return core.attach_update(outputs, update, updates)

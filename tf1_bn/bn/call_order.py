@@ -1,36 +1,48 @@
-"""Call order: a layer called several times in one step updates in that order.
+"""Call order: a layer called several times in one step, deterministically.
 
 A layer whose variables are reused within one step (a GAN discriminator
 applied to the real batch, then to the generated one; siamese towers; any
 `reuse=True` call) builds one moving-statistics update per call. Nothing in
-the data orders those updates against each other, so without help the
-executor picks: each update reads the moving variables when its own call's
-statistics are ready, and may or may not see the other call's write. Runs of
-the same program then end with different moving statistics.
+the data orders those updates against each other, so unaided the executor
+picks: each update reads the moving variables when its own call's
+statistics are ready and may or may not see the other call's write, and
+runs of one program end with different moving statistics (the legacy layers
+behave so: usually both updates start from the step's starting value, not
+always).
 
-`core.build` asks this module, for every call, which update ops came before
-it, and orders the call after them:
+`core.build` registers every call here and orders it:
 
-* the update of call k reads and writes the moving variables after the
-  update of call k-1 has written them, so the step's result is the
-  sequential one: call k-1's update, then call k's, each from the value the
-  previous one left (as if each call were its own step);
-* what the forward pass of call k reads of those variables (the moving
-  statistics on the inference path, renorm's statistics, the shift of a
-  synchronized layer) is read after call k-1's update too, so the outputs do
-  not depend on the executor either.
+* Forward pass: every call reads the moving variables (the inference path,
+  renorm's statistics, the shift of a synchronized layer) as they were at
+  the start of the step, as a single call does (its update runs after its
+  output). A later call's reads are plain reads with no input, and every
+  earlier call's update waits for them: this costs nothing and makes no
+  fetch run anything more.
+* Updates in a collection (and synchronized layers' collection updates):
+  call k's update reads and writes the moving variables after call k-1's
+  update has written them, so the step's result is the sequential one, call
+  after call in build order, each from the value the previous one left (as
+  if each call were its own step). Running call k's update therefore runs
+  call k-1's layer too; update collections are run together (a train op
+  built with `tf1_bn.minimize`), which the legacy layers require as well.
+* Updates in place: not chained. An in-place update runs whenever its
+  call's output is computed; chaining it to the earlier call's update would
+  make computing the later call's output compute the earlier call too (a
+  DCGAN generator step that feeds only the noise would then need the real
+  batch). Calls in series (one call's input computed from the other's
+  output) are in order anyway; independent calls (a discriminator on real
+  and fake batches) update in an order the executor picks, as with the
+  legacy layers, and a one-time warning says so. Put the updates in a
+  collection for a deterministic order.
 
-Only a call that follows another in the same graph and the same control-flow
-context (the same `tf.cond` branch or loop body, built with the same
-`tf.compat.v1` control flow) is ordered: an op in a branch that does not run
-cannot be waited for. The first call of a step reads what the previous step
-left, as always.
+Only calls in the same graph are ordered, and, for `tf.compat.v1` control
+flow, in the same control-flow context with none around them: an op in a
+branch that does not run cannot be waited for.
 
 Replicas: under a `tf.distribute` strategy every replica orders its own
-copies. Hand-built towers share one set of variables that tower 0 updates;
-call k of every tower reads after tower 0's update of call k-1 (never of
-call k, which waits for every tower's statistics), so build tower 0 first,
-as `tf1_bn.tower` shows.
+copies. Hand-built towers share one set of variables that tower 0 updates:
+call k of every tower reads at the start of the step, and tower 0's updates
+are chained; build tower 0 first, as `tf1_bn.tower` shows.
 """
 import dataclasses
 import threading
@@ -42,18 +54,16 @@ from tf1_bn.bn import replicas as replicas_lib
 
 _histories = weakref.WeakKeyDictionary()  # graph -> {key: _History}
 _lock = threading.Lock()
-
-
-@dataclasses.dataclass
-class _Entry:
-  ops: list
-  context: object  # the control-flow context they were built in
+# The context of a call whose build failed before `end`: matches none.
+_UNRECORDED = object()
 
 
 @dataclasses.dataclass
 class _History:
   """The calls of one layer's variables in one graph (on one replica)."""
-  after_call: list = dataclasses.field(default_factory=list)  # _Entry per call
+  # Per call of the updating replica: (its update's ops, or [], the
+  # control-flow context it was built in).
+  updates: list = dataclasses.field(default_factory=list)
   calls: dict = dataclasses.field(default_factory=dict)  # replica index -> calls
 
 
@@ -63,7 +73,11 @@ class Call:
   history: _History
   number: int
   updater: bool
-  previous: list  # the update ops this call's reads and writes wait for
+  # Update ops of earlier calls in this graph and context: all of them
+  # (what must wait for this call's forward reads) and the latest one's
+  # (what this call's update follows, in a collection).
+  earlier: list
+  previous: list
 
 
 def _context(graph):
@@ -73,41 +87,45 @@ def _context(graph):
 def begin(variable):
   """Registers a call of the layer whose moving mean is `variable`.
 
-  Returns a `Call` whose `previous` lists the update ops (of an earlier call
-  of the same layer, in this graph and control-flow context) that
-  everything this call reads or writes of the moving variables must follow;
-  empty for the first call.
+  Returns a `Call`: `earlier` and `previous` are empty for the first call,
+  or when the earlier calls were built in another control-flow context.
   """
   graph = tf.compat.v1.get_default_graph()
   replicas = replicas_lib.current()
   shared = replicas is None or replicas.kind == 'tower'
   index = 0 if replicas is None else replicas.index
   key = (variable.name, None if shared else index)
+  context = _context(graph)
   with _lock:
     history = _histories.setdefault(graph, {}).setdefault(key, _History())
     number = history.calls.get(index, 0)
     history.calls[index] = number + 1
-    entry = history.after_call[number - 1] if 0 < number <= len(history.after_call) else None
-  previous = []
-  if entry is not None and entry.context is _context(graph):
-    previous = list(entry.ops)
+    before = list(history.updates[:number])
+  same = [ops for ops, built_in in before if built_in is context]
+  if context is not None or len(same) != len(before):
+    same = []
+  earlier = [op for ops in same for op in ops]
+  previous = next((ops for ops in reversed(same) if ops), [])
   # Towers: tower 0 updates the shared variables for every tower.
-  return Call(history, number, updater=index == 0 or not shared, previous=previous)
+  return Call(history, number, updater=index == 0 or not shared, earlier=earlier,
+              previous=list(previous))
+
+
+def precede(reads, call):
+  """Makes every earlier call's update wait for `reads` (ops with no
+  inputs: the wait costs nothing), so they see the start of the step."""
+  for op in call.earlier:
+    op._add_control_inputs(reads)  # pylint: disable=protected-access
 
 
 def end(call, update_ops):
-  """Records what the call's update wrote (None: it built none), for the
-  next call to follow."""
+  """Records the call's update ops (None or []: it built none)."""
   if not call.updater:
     return
-  graph = tf.compat.v1.get_default_graph()
-  if update_ops:
-    entry = _Entry(list(update_ops), _context(graph))
-  elif call.number > 0 and call.number <= len(call.history.after_call):
-    entry = call.history.after_call[call.number - 1]
-  else:
-    entry = _Entry([], _context(graph))
+  entry = (list(update_ops or []), _context(tf.compat.v1.get_default_graph()))
   with _lock:
-    after = call.history.after_call
-    if len(after) == call.number:
-      after.append(entry)
+    updates = call.history.updates
+    while len(updates) < call.number:
+      updates.append(([], _UNRECORDED))
+    if len(updates) == call.number:
+      updates.append(entry)

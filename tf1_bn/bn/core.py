@@ -18,9 +18,10 @@ their variables with their own names and conventions, then call `build`.
   every read of a variable it writes (renorm's statistics, the shift of a
   synchronized layer) sees the value from before the step;
 * the order of the calls of a layer used more than once in a step (see
-  `tf1_bn.bn.call_order`): call k updates after call k-1 has, from the
-  value call k-1 left, and its forward pass reads the moving variables
-  after that write too;
+  `tf1_bn.bn.call_order`): every call's forward pass reads the moving
+  variables as they were at the start of the step, and with the updates in
+  a collection call k updates after call k-1 has, from the value call k-1
+  left;
 * no gradient for the moving variables: every read of them is behind a
   `tf.stop_gradient`, so `tf.gradients(loss, moving_mean)` is `[None]` on
   every path, and an optimizer given every variable creates no slots for
@@ -48,6 +49,7 @@ from tf1_bn.bn import kernels
 from tf1_bn.bn import replicas as replicas_lib
 from tf1_bn.bn import statistics
 from tf1_bn.bn import switch as switch_lib
+from tf1_bn.common.log import warn_once
 from tf1_bn.common.validation import HALF_DTYPES
 
 VARIANCE_KINDS = statistics.VARIANCE_KINDS
@@ -112,6 +114,8 @@ class Update:
   ops: list
   group: tf.Operation
   values: list = dataclasses.field(default_factory=list)
+  # Every assign to a variable the forward pass reads (renorm's included).
+  assigns: list = dataclasses.field(default_factory=list)
 
 
 def compose_affine(scale, offset, then_scale, then_offset):
@@ -204,20 +208,24 @@ def _read(variable):
   return variable
 
 
-def _read_after(moving, previous):
-  """`moving` with the variables the forward pass reads replaced by reads
-  made after the `previous` update ops (an earlier call of the layer in the
-  step), outside any cond of this layer, or `moving` itself when there are
-  none."""
-  if not previous:
+def _start_of_step_reads(moving, order):
+  """`moving` with the variables a later call's forward pass reads replaced
+  by reads with no input, outside any cond of this layer, which every
+  earlier call's update waits for (call_order); `moving` itself for the
+  first call."""
+  if not order.earlier:
     return moving
-  with tf.control_dependencies(previous):
+  with tf.control_dependencies(None):
     renorm = moving.renorm
     if renorm is not None:
       renorm = dataclasses.replace(renorm, renorm_mean=_read(renorm.renorm_mean),
                                    renorm_stddev=_read(renorm.renorm_stddev))
-    return dataclasses.replace(moving, mean=_read(moving.mean),
-                               variance=_read(moving.variance), renorm=renorm)
+    forward = dataclasses.replace(moving, mean=_read(moving.mean),
+                                  variance=_read(moving.variance), renorm=renorm)
+  reads = [forward.mean, forward.variance] + (
+      [renorm.renorm_mean, renorm.renorm_stddev] if renorm is not None else [])
+  call_order_lib.precede([t.op.inputs[0].op for t in reads], order)
+  return forward
 
 
 def _synchronized_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment,
@@ -288,7 +296,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
           epsilon: float, fused: Optional[bool] = None, update: bool = True,
           virtual_batch_size: Optional[int] = None, adjustment: Optional[Callable] = None,
           batch_weights=None, call: Optional[replicas_lib.LayerCall] = None,
-          synchronized: bool = False):
+          synchronized: bool = False, in_place: bool = False):
   """Normalizes `inputs` and builds the moving-statistics update.
 
   Args:
@@ -306,6 +314,9 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
       and adjustment, slim's weighted moments.
     call: from `register_replicas`: the layer's place among the replicas.
     synchronized: with `call`, training statistics over the global batch.
+    in_place: the front-end makes the outputs depend on the update (rather
+      than collecting it): a later call's update is then not chained to the
+      earlier call's (see `tf1_bn.bn.call_order`).
 
   Returns:
     (outputs, Update or None).
@@ -325,14 +336,18 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   # Local statistics under a strategy: averaged over the replicas for the
   # update, so only when there is one.
   averages_replicas = call is not None and not synchronized and builds_update
-  # A later call of the layer in the step reads and updates after the
-  # earlier call's update (call_order); `forward` is what the forward reads.
-  # Only a call that updates (or, on another tower, shares the shift of one
-  # that does) waits: an inference-only call (an eval tower) never makes a
-  # step run a training call.
+  # A layer called again in the step (call_order): its forward pass reads
+  # the start-of-step values (`forward`), and an update into a collection
+  # follows the previous call's.
   order = call_order_lib.begin(moving.mean)
-  previous = order.previous if builds_update or synchronized else []
-  forward = _read_after(moving, previous)
+  forward = _start_of_step_reads(moving, order)
+  previous = [] if in_place else order.previous
+  if in_place and order.earlier and builds_update:
+    warn_once(('in_place_calls',),
+              f'tf1_bn: the layer of {moving.mean.name!r} is called again in a step with its '
+              'update in place; in-place updates of independent calls run in an order the '
+              'executor picks (as with the legacy layers). Put the updates in a collection '
+              '(run with tf1_bn.minimize) for a deterministic call order.')
 
   def training_branch():
     if synchronized:
@@ -389,7 +404,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   if known is None:
     ok = tf.logical_and(training, ok)
   update = _build_update(moving, mean, variance, ok, epsilon, after=[outputs] + previous)
-  call_order_lib.end(order, update.ops)
+  call_order_lib.end(order, update.assigns)
   return outputs, update
 
 
@@ -522,12 +537,14 @@ def _build_update(moving, mean, variance, ok, epsilon, after):
           variance_op = tf.compat.v1.assign(
               moving.variance, tf.where(ok, derived, moving.variance.read_value()), name=name)
       else:
+        new_stddev = None
         variance_op = _masked_moving_average(moving.variance, variance, moving.decay_factor,
                                              ok)
     ops = [_as_op(mean_op), _as_op(variance_op)]
     with tf.name_scope(UPDATE_SCOPE):
       group = tf.group(*ops, name='group')
-  return Update(ops=ops, group=group, values=[mean_op, variance_op])
+  assigns = [_as_op(a) for a in first + [mean_op, new_stddev, variance_op] if a is not None]
+  return Update(ops=ops, group=group, values=[mean_op, variance_op], assigns=assigns)
 
 
 def attach_update(outputs, update, style, collections=(tf.compat.v1.GraphKeys.UPDATE_OPS,),

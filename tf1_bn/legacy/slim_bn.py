@@ -265,7 +265,8 @@ def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializer
   outputs, update = core.build(
       x, axes=axes, training=training, gamma=variables.get('gamma'), beta=variables.get('beta'),
       moving=moving, epsilon=epsilon, fused=None if (path == 'fused' or fused) else False,
-      update=builds_update, batch_weights=batch_weights, call=call, synchronized=synchronized)
+      update=builds_update, batch_weights=batch_weights, call=call, synchronized=synchronized,
+      in_place=updates_list is None)
   if updates_list is None:
     return core.attach_update(outputs, update, 'inline')
   # slim's own paths collect what the assigns return (tensor-like, with
