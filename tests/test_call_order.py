@@ -261,3 +261,43 @@ def test_two_calls_per_step_are_deterministic_and_sequential(cpu_load, path):
   for step, (got, expected) in enumerate(zip(first_states, want)):
     for g, e in zip(got, expected):
       np.testing.assert_allclose(g, e, rtol=2e-5, atol=1e-6, err_msg=f'step {step}')
+
+
+# Synchronized layers on two towers (tests/call_order_towers_child.py, a
+# child process: the logical CPUs must be configured before TensorFlow
+# starts): the global batch's statistics, in call order, on tower 0's
+# updates; the variance the moving variance averages, per front-end.
+TOWER_KINDS = {'bn_layer': 'population', 'batch_normalization': 'sample',
+               'batch_norm': 'sample'}
+
+
+def test_synchronized_towers_are_deterministic_and_sequential(tmp_path):
+  import json
+  import os
+  import subprocess
+  import sys
+  here = os.path.dirname(os.path.abspath(__file__))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  env['PYTHONPATH'] = os.pathsep.join([os.path.dirname(here)] + [
+      p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+  out = tmp_path / 'towers.json'
+  done = subprocess.run([sys.executable, os.path.join(here, 'call_order_towers_child.py'),
+                         str(out)], env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-4000:]
+  report = json.loads(out.read_text())
+  assert sorted(report) == sorted(TOWER_KINDS)
+  for front_end, kind in TOWER_KINDS.items():
+    runs = [[[np.asarray(m, np.float32) for m in step] for step in run]
+            for run in report[front_end]['runs']]
+    for run in runs[1:]:
+      for step, (a, b) in enumerate(zip(run, runs[0])):
+        assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b)), (front_end, step)
+    # [step][tower][bn0 real, bn1 real, bn0 fake, bn1 fake] -> the global
+    # batch of each call and layer, in call order.
+    global_inputs = [[np.concatenate([np.asarray(tower[k]) for tower in step], 0)
+                      for k in range(4)] for step in report[front_end]['inputs']]
+    want = _replay(global_inputs, kind)
+    for step, (got, expected) in enumerate(zip(runs[0], want)):
+      for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=2e-5, atol=1e-6,
+                                   err_msg=f'{front_end} step {step}')
