@@ -23,7 +23,20 @@ raised epsilon to 1.001e-5 on old releases; none from 2.12 to 2.21 does).
 
 Differences, each deliberate: `param_regularizers` are applied on every path
 (slim's general path silently drops them); an empty batch or non-finite
-statistics leave the moving statistics unchanged.
+statistics leave the moving statistics unchanged; the moving statistics get
+no gradient on any path (slim gives None on its fused path under a tensor
+`is_training`, a gradient on its unfused inference path), so facenet's
+pattern (moving statistics in TRAINABLE_VARIABLES, Adam over every global
+variable) creates the same slot variables, and reads the same checkpoints,
+as slim; a layer called more than once per step (reuse) with its updates in
+a collection updates in call order, deterministically (see
+`tf1_bn.bn.call_order`; updates in place, `updates_collections=None`, are not
+chained, as chaining them would make one call's output compute the other).
+
+Update collections hold what slim puts there: on its fused and general
+paths what the assigns return (tensor-like, `update.op.name` is
+`BatchNorm/AssignMovingAvg/...`), on its tf.layers path the assign
+Operations. `tf1_bn.check_update_ops` and `tf1_bn.minimize` take both.
 """
 import functools
 import sys
