@@ -12,6 +12,9 @@ default `Saver()`. The network itself is a few conv+BN blocks, small.
 
     python facenet_style_child.py IMPL OUT_JSON [--restore PREFIX] [--save PREFIX]
 
+(or `train(restore, save)` in a process whose slim is already chosen: the
+tests run the tf1_bn side in-process under `with tf1_bn.patch_slim():`).
+
 IMPL is 'real' (tf-slim 1.1.0's own batch_norm, made to run on this
 TensorFlow by slim_nets_harness.enable_real_batch_norm and one more alias:
 `control_flow_ops.cond`, which its fused path calls for a tensor
@@ -67,28 +70,12 @@ def _model(images, phase_train):
   return slim.fully_connected(net, CLASSES, activation_fn=None, scope='Logits')
 
 
-def main(argv):
-  parser = argparse.ArgumentParser()
-  parser.add_argument('impl', choices=['real', 'tf1_bn'])
-  parser.add_argument('out')
-  parser.add_argument('--restore')
-  parser.add_argument('--save')
-  args = parser.parse_args(argv)
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import slim_nets_harness
-  if args.impl == 'real':
-    slim_nets_harness.enable_real_batch_norm()
+def train(restore=None, save=None):
+  """Builds the model with the slim batch_norm in place now, restores
+  `restore` (else initializes), evaluates, trains, evaluates, saves to
+  `save`; returns the report."""
   import tensorflow as tf
   v1 = tf.compat.v1
-  if args.impl == 'real':
-    # slim's fused path with a tensor is_training calls
-    # control_flow_ops.cond, which TensorFlow 2.21 keeps as tf.compat.v1.cond.
-    from tensorflow.python.ops import control_flow_ops
-    if not hasattr(control_flow_ops, 'cond'):
-      control_flow_ops.cond = v1.cond
-  if args.impl == 'tf1_bn':
-    import tf1_bn
-    tf1_bn.patch_slim()
   images, labels = _data()
   with tf.Graph().as_default():
     x = v1.placeholder(tf.float32, [None, SIZE, SIZE, 3], name='input')
@@ -110,20 +97,43 @@ def main(argv):
       train_op = averages.apply(v1.trainable_variables())
     saver = v1.train.Saver()
     with v1.Session() as sess:
-      if args.restore:
-        saver.restore(sess, args.restore)
+      if restore:
+        saver.restore(sess, restore)
       else:
         sess.run(v1.global_variables_initializer())
       before = sess.run(logits, {x: images, phase_train: False})
       for step in range(TRAIN_STEPS):
         sess.run(train_op, {x: images * (1 + 0.5 * step), y: labels, phase_train: True})
       after = sess.run(logits, {x: images, phase_train: False})
-      if args.save:
-        saver.save(sess, args.save, write_meta_graph=False)
-    report = {
+      if save:
+        saver.save(sess, save, write_meta_graph=False)
+    return {
         'variables': [[v.op.name, v.shape.as_list()] for v in v1.global_variables()],
         'gradients': sorted(v.op.name for g, v in grads if g is not None),
         'before': before.tolist(), 'after': after.tolist()}
+
+
+def main(argv):
+  parser = argparse.ArgumentParser()
+  parser.add_argument('impl', choices=['real', 'tf1_bn'])
+  parser.add_argument('out')
+  parser.add_argument('--restore')
+  parser.add_argument('--save')
+  args = parser.parse_args(argv)
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  import slim_nets_harness
+  if args.impl == 'real':
+    slim_nets_harness.enable_real_batch_norm()
+    # slim's fused path with a tensor is_training calls
+    # control_flow_ops.cond, which TensorFlow 2.21 keeps as tf.compat.v1.cond.
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_ops
+    if not hasattr(control_flow_ops, 'cond'):
+      control_flow_ops.cond = tf.compat.v1.cond
+  else:
+    import tf1_bn
+    tf1_bn.patch_slim()
+  report = train(args.restore, args.save)
   with open(args.out, 'w') as f:
     json.dump(report, f)
 

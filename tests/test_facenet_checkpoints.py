@@ -7,8 +7,8 @@ statistics no gradient, so Adam creates no slots for them; a port must do the
 same, or its graph holds variables (`.../moving_mean/Adam`) that no legacy
 checkpoint has and a default Saver cannot restore one. Here a facenet-style
 model (tests/facenet_style_child.py) is trained and saved by the real slim,
-restored, trained and saved by `tf1_bn.patch_slim()`, and restored by the
-real slim again, each in a child process; the variables (slot variables
+restored, trained and saved by `tf1_bn.patch_slim()` (in this process), and
+restored by the real slim again (each real run in a child process); the variables (slot variables
 included) match by name and shape, and each restore reproduces the saver's
 outputs.
 """
@@ -19,6 +19,8 @@ import sys
 
 import numpy as np
 import pytest
+
+import tf1_bn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -48,7 +50,12 @@ def round_trip(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('facenet')
   real_prefix, ours_prefix = str(tmp / 'real' / 'model.ckpt'), str(tmp / 'ours' / 'model.ckpt')
   real = _child(tmp, 'real', 'real', save=real_prefix)
-  ours = _child(tmp, 'tf1_bn', 'ours', restore=real_prefix, save=ours_prefix)
+  # The real slim's batch_norm needs aliases in TensorFlow itself, so it
+  # runs in children; tf1_bn's side runs here, patched for the block.
+  sys.path.insert(0, HERE)
+  import facenet_style_child
+  with tf1_bn.patch_slim():
+    ours = facenet_style_child.train(restore=real_prefix, save=ours_prefix)
   back = _child(tmp, 'real', 'back', restore=ours_prefix)
   return real, ours, back
 
