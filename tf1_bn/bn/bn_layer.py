@@ -49,7 +49,17 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
   * reusing the layer (`reuse=True` or `tf.compat.v1.AUTO_REUSE`) for an eval
     tower shares every variable and creates none;
   * an empty batch or non-finite batch statistics never change the moving
-    statistics.
+    statistics;
+  * the moving statistics get no gradient (`tf.gradients` gives None), so an
+    optimizer over every variable creates no slots for them;
+  * a layer called more than once per step (`reuse`: a GAN discriminator on
+    real then fake batches, siamese towers) is deterministic: every call's
+    forward pass reads the start-of-step moving statistics, and with
+    `updates='collection'` call k's update runs after call k-1's, from the
+    value it left (the result of the calls as consecutive steps). With
+    `updates='inline'` independent calls are not chained (that would make
+    computing one call's output compute the other's) and their order is the
+    executor's, as with the legacy layers. See `tf1_bn.bn.call_order`.
 
   Put BN after a linear layer built with `use_bias=False`: beta plays the
   role of the bias, and a bias before BN is cancelled by the mean subtraction.
@@ -129,5 +139,6 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
                                    _float32_decay_factor(decay), 'population')
     outputs, update = core.build(x, axes=axes, training=training, gamma=gamma, beta=beta,
                                  moving=moving, epsilon=eps, fused=fused, update=builds_update,
-                                 call=call, synchronized=synchronized)
+                                 call=call, synchronized=synchronized,
+                                 in_place=updates == 'inline')
     return core.attach_update(outputs, update, updates)

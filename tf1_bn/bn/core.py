@@ -16,7 +16,16 @@ their variables with their own names and conventions, then call `build`.
   zero total weight) or non-finite statistics leaves every moving variable
   bit-for-bit unchanged. It runs after the layer's output is computed, so
   every read of a variable it writes (renorm's statistics, the shift of a
-  synchronized layer) sees the value from before the step.
+  synchronized layer) sees the value from before the step;
+* the order of the calls of a layer used more than once in a step (see
+  `tf1_bn.bn.call_order`): every call's forward pass reads the moving
+  variables as they were at the start of the step, and with the updates in
+  a collection call k updates after call k-1 has, from the value call k-1
+  left;
+* no gradient for the moving variables: every read of them is behind a
+  `tf.stop_gradient`, so `tf.gradients(loss, moving_mean)` is `[None]` on
+  every path, and an optimizer given every variable creates no slots for
+  them.
 
 Under a `tf.distribute` strategy each replica holds a copy of the moving
 statistics, and every copy receives the same update: the global batch's
@@ -35,10 +44,12 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tf1_bn.bn import call_order as call_order_lib
 from tf1_bn.bn import kernels
 from tf1_bn.bn import replicas as replicas_lib
 from tf1_bn.bn import statistics
 from tf1_bn.bn import switch as switch_lib
+from tf1_bn.common.log import warn_once
 from tf1_bn.common.validation import HALF_DTYPES
 
 VARIANCE_KINDS = statistics.VARIANCE_KINDS
@@ -93,9 +104,18 @@ class MovingStatistics:
 
 @dataclasses.dataclass
 class Update:
-  """The update built by `build`: its assign ops and one group of them."""
+  """The update built by `build`: its assign ops and one group of them.
+
+  `values` are what the two assigns returned (for resource variables a
+  lazily read variable whose `.op` is the assign, and whose value read in a
+  session is the variable after it): slim's own paths put those in its
+  updates collections, tf.layers puts the ops.
+  """
   ops: list
   group: tf.Operation
+  values: list = dataclasses.field(default_factory=list)
+  # Every assign to a variable the forward pass reads (renorm's included).
+  assigns: list = dataclasses.field(default_factory=list)
 
 
 def compose_affine(scale, offset, then_scale, then_offset):
@@ -177,7 +197,35 @@ def _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjus
 def _shift(moving, layout, dtype):
   """The per-channel shift of a synchronized layer's sums: the moving mean,
   which every replica holds (the same value) before the step's update."""
-  return tf.stop_gradient(layout.broadcast(moving.mean.read_value(), dtype))
+  return layout.broadcast(_read(moving.mean), dtype)
+
+
+def _read(variable):
+  """What the forward pass reads of a moving variable: a tensor without a
+  gradient (a tensor given in its place, by `_read_after`, is one already)."""
+  if isinstance(variable, tf.Variable):
+    return tf.stop_gradient(variable.read_value())
+  return variable
+
+
+def _start_of_step_reads(moving, order):
+  """`moving` with the variables a later call's forward pass reads replaced
+  by reads with no input, outside any cond of this layer, which every
+  earlier call's update waits for (call_order); `moving` itself for the
+  first call."""
+  if not order.earlier:
+    return moving
+  with tf.control_dependencies(None):
+    renorm = moving.renorm
+    if renorm is not None:
+      renorm = dataclasses.replace(renorm, renorm_mean=_read(renorm.renorm_mean),
+                                   renorm_stddev=_read(renorm.renorm_stddev))
+    forward = dataclasses.replace(moving, mean=_read(moving.mean),
+                                  variance=_read(moving.variance), renorm=renorm)
+  reads = [forward.mean, forward.variance] + (
+      [renorm.renorm_mean, renorm.renorm_stddev] if renorm is not None else [])
+  call_order_lib.precede([t.op.inputs[0].op for t in reads], order)
+  return forward
 
 
 def _synchronized_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment,
@@ -248,7 +296,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
           epsilon: float, fused: Optional[bool] = None, update: bool = True,
           virtual_batch_size: Optional[int] = None, adjustment: Optional[Callable] = None,
           batch_weights=None, call: Optional[replicas_lib.LayerCall] = None,
-          synchronized: bool = False):
+          synchronized: bool = False, in_place: bool = False):
   """Normalizes `inputs` and builds the moving-statistics update.
 
   Args:
@@ -266,6 +314,9 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
       and adjustment, slim's weighted moments.
     call: from `register_replicas`: the layer's place among the replicas.
     synchronized: with `call`, training statistics over the global batch.
+    in_place: the front-end makes the outputs depend on the update (rather
+      than collecting it): a later call's update is then not chained to the
+      earlier call's (see `tf1_bn.bn.call_order`).
 
   Returns:
     (outputs, Update or None).
@@ -285,11 +336,23 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   # Local statistics under a strategy: averaged over the replicas for the
   # update, so only when there is one.
   averages_replicas = call is not None and not synchronized and builds_update
+  # A layer called again in the step (call_order): its forward pass reads
+  # the start-of-step values (`forward`), and an update into a collection
+  # follows the previous call's.
+  order = call_order_lib.begin(moving.mean)
+  forward = _start_of_step_reads(moving, order)
+  previous = [] if in_place else order.previous
+  if in_place and order.earlier and builds_update:
+    warn_once(('in_place_calls',),
+              f'tf1_bn: the layer of {moving.mean.name!r} is called again in a step with its '
+              'update in place; in-place updates of independent calls run in an order the '
+              'executor picks (as with the legacy layers). Put the updates in a collection '
+              '(run with tf1_bn.minimize) for a deterministic call order.')
 
   def training_branch():
     if synchronized:
       y, mean, variance, count = _synchronized_training(
-          x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment, batch_weights, call,
+          x, layout, gamma, beta, epsilon, stat_dtype, forward, adjustment, batch_weights, call,
           use_fused_inference and not general)
       kind = 'population'
     elif use_fused:
@@ -299,7 +362,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
       kind = 'sample'
     else:
       y, mean, variance, count = _general_training(x, train_layout, gamma, beta, epsilon,
-                                                   stat_dtype, moving, adjustment,
+                                                   stat_dtype, forward, adjustment,
                                                    batch_weights)
       kind = 'population'
     variance = statistics.convert_variance(variance, count, kind, moving.variance_kind)
@@ -320,7 +383,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   inference_outputs = []
 
   def inference_branch():
-    mean, variance = moving.mean.read_value(), moving.variance.read_value()
+    mean, variance = _read(forward.mean), _read(forward.variance)
     y = _inference(x, layout, gamma, beta, mean, variance, epsilon, stat_dtype,
                    use_fused_inference)
     inference_outputs.append(y)
@@ -331,6 +394,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
                                 lambda: inference_branch()[0])
     outputs.set_shape(x.shape)
     _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
+    call_order_lib.end(order, None)
     return outputs, None
   outputs, mean, variance, count = switch_lib.switch(training, training_branch,
                                                      inference_branch)
@@ -339,7 +403,9 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   ok = tf.logical_and(count > 0, tf.logical_and(_all_finite(mean), _all_finite(variance)))
   if known is None:
     ok = tf.logical_and(training, ok)
-  return outputs, _build_update(moving, mean, variance, ok, epsilon, after=outputs)
+  update = _build_update(moving, mean, variance, ok, epsilon, after=[outputs] + previous)
+  call_order_lib.end(order, update.assigns)
+  return outputs, update
 
 
 def _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon):
@@ -443,9 +509,10 @@ def update_layer_name(update_op):
 
 def _build_update(moving, mean, variance, ok, epsilon, after):
   """The assign ops, in tf.layers' order and names, after `after` (the
-  layer's output): what the step's forward pass read of these variables is
-  read before they change."""
-  with tf.control_dependencies([after]):
+  layer's output, so what the step's forward pass read of these variables is
+  read before they change; and an earlier call's update of them, so this one
+  reads what that one wrote)."""
+  with tf.control_dependencies(after):
     first = []
     renorm = moving.renorm
     if renorm is not None:
@@ -470,34 +537,41 @@ def _build_update(moving, mean, variance, ok, epsilon, after):
           variance_op = tf.compat.v1.assign(
               moving.variance, tf.where(ok, derived, moving.variance.read_value()), name=name)
       else:
+        new_stddev = None
         variance_op = _masked_moving_average(moving.variance, variance, moving.decay_factor,
                                              ok)
     ops = [_as_op(mean_op), _as_op(variance_op)]
     with tf.name_scope(UPDATE_SCOPE):
       group = tf.group(*ops, name='group')
-  return Update(ops=ops, group=group)
+  assigns = [_as_op(a) for a in first + [mean_op, new_stddev, variance_op] if a is not None]
+  return Update(ops=ops, group=group, values=[mean_op, variance_op], assigns=assigns)
 
 
 def attach_update(outputs, update, style, collections=(tf.compat.v1.GraphKeys.UPDATE_OPS,),
-                  per_variable=False):
+                  per_variable=False, values=False):
   """Puts the update into collections, or makes the outputs depend on it.
 
   Args:
     style: 'collection' or 'inline'.
-    per_variable: add each assign op (as tf.layers and slim do: two per
-      layer) rather than the one group op.
+    per_variable: add each assign op (as tf.layers does: two per layer)
+      rather than the one group op.
+    values: with `per_variable`, add what each assign returned rather than
+      its op, as slim's own fused and general paths do (`update.op.name` is
+      the assign's name; running it returns the updated variable).
   """
   if update is None:
     return outputs
   if style == 'inline':
     with tf.control_dependencies([update.group]):
       return tf.identity(outputs)
-  members = update.ops if per_variable else [update.group]
+  ops = update.ops if per_variable else [update.group]
+  members = update.values if per_variable and values else ops
   for collection in collections:
-    for op in members:
-      tf.compat.v1.add_to_collection(collection, op)
-  # Remembered so check_update_ops can name a layer whose update is not run.
-  for op in members:
+    for member in members:
+      tf.compat.v1.add_to_collection(collection, member)
+  # Remembered (as ops, whatever the collections hold) so check_update_ops
+  # can name a layer whose update is not run.
+  for op in ops:
     tf.compat.v1.add_to_collection(COLLECTION_UPDATES_KEY, op)
   return outputs
 

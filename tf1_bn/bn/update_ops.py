@@ -100,9 +100,12 @@ def check_update_ops(fetches, graph=None):
   ops must be ancestors of `fetches` (usually the train op). Returns None when
   they all are.
 
+  Update collections hold Operations (tf.layers, bn_layer) or what the
+  assigns return (slim's own paths: tensor-like, with `.op`); both count.
+
   Args:
     fetches: a tensor, an operation, a variable, or a (nested) list or dict
-      of them, as for `Session.run`.
+      of them, as for `Session.run` (an update collection itself, too).
     graph: the graph whose layers are checked; None: the graph of `fetches`
       (the default graph when they hold nothing).
   """

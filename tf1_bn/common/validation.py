@@ -56,6 +56,15 @@ def check_graph_tensor(tensor, arg_name):
   return tensor
 
 
+# numpy dtype kinds that convert to a tensor batch norm can use: bool,
+# integers, floats, complex.
+NUMERIC_KINDS = 'biufc'
+# The other kinds, in words: (what they are, the Python element type).
+NON_NUMERIC_KINDS = {'U': ('strings', 'str'), 'S': ('byte strings', 'bytes'),
+                     'O': ('Python objects', None), 'M': ('datetimes', 'datetime64'),
+                     'm': ('time intervals', 'timedelta64'), 'V': ('raw records', 'void')}
+
+
 def static_shape_and_dtype(inputs, arg_name='inputs'):
   """The static shape and dtype of a tensor or array-like, without adding ops."""
   if isinstance(inputs, (tf.Tensor, tf.Variable)):
@@ -70,10 +79,22 @@ def static_shape_and_dtype(inputs, arg_name='inputs'):
     array = np.asarray(inputs)
   except Exception as error:  # pragma: no cover - numpy's own message is kept
     raise TypeError(f'`{arg_name}` must be a tensor or array-like, received {type(inputs).__name__}: {error}')
-  if array.dtype.kind not in 'biufc':
+  if array.dtype.kind not in NUMERIC_KINDS:
     raise TypeError(f'`{arg_name}` must be a numeric tensor or array, received '
-                    f'{type(inputs).__name__} of dtype {array.dtype} ({inputs!r:.60}).')
+                    f'{_describe_non_numeric(inputs, array)} ({inputs!r:.60}).')
   return tf.TensorShape(array.shape), tf.as_dtype(array.dtype)
+
+
+def _describe_non_numeric(inputs, array):
+  """What a non-numeric array-like holds, in words ('strings (a list of
+  str)'), not numpy's dtype code ('<U1')."""
+  what, element = NON_NUMERIC_KINDS.get(array.dtype.kind, ('values', None))
+  container = type(inputs).__name__
+  if isinstance(inputs, np.ndarray):
+    container = 'numpy array'
+  if element is None:
+    element = type(array.flat[0]).__name__ if array.size else array.dtype.name
+  return f'{what} (a {container} of {element})'
 
 
 def check_float_dtype(dtype, arg_name='inputs'):

@@ -17,6 +17,15 @@ core. Differences, each deliberate:
   unchanged (the legacy writes NaN into them).
 * The inference branch of a tensor `training` computes no batch moments (the
   legacy unfused path computes them in both branches); outputs are the same.
+* The moving statistics get no gradient on any path (`tf.gradients` gives
+  None; the legacy unfused inference formula differentiates them), so an
+  optimizer over every global variable creates no slots for them.
+* A layer called more than once per step (reuse: a GAN discriminator on real
+  then fake batches) updates in call order, each call's update from the
+  value the previous call's left, and every call's forward pass reads the
+  start-of-step values; the legacy lets the executor pick, usually (not
+  always) computing both updates from the start-of-step value. See
+  `tf1_bn.bn.call_order`.
 * Arguments are checked before anything is built, with the argument named:
   `epsilon` must be finite (0 is accepted, as by the legacy); the values of
   `renorm_clipping` must be finite numbers (None: no clip) with

@@ -23,7 +23,20 @@ raised epsilon to 1.001e-5 on old releases; none from 2.12 to 2.21 does).
 
 Differences, each deliberate: `param_regularizers` are applied on every path
 (slim's general path silently drops them); an empty batch or non-finite
-statistics leave the moving statistics unchanged.
+statistics leave the moving statistics unchanged; the moving statistics get
+no gradient on any path (slim gives None on its fused path under a tensor
+`is_training`, a gradient on its unfused inference path), so facenet's
+pattern (moving statistics in TRAINABLE_VARIABLES, Adam over every global
+variable) creates the same slot variables, and reads the same checkpoints,
+as slim; a layer called more than once per step (reuse) with its updates in
+a collection updates in call order, deterministically (see
+`tf1_bn.bn.call_order`; updates in place, `updates_collections=None`, are not
+chained, as chaining them would make one call's output compute the other).
+
+Update collections hold what slim puts there: on its fused and general
+paths what the assigns return (tensor-like, `update.op.name` is
+`BatchNorm/AssignMovingAvg/...`), on its tf.layers path the assign
+Operations. `tf1_bn.check_update_ops` and `tf1_bn.minimize` take both.
 """
 import functools
 import sys
@@ -160,8 +173,11 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   """Drop-in for `slim.batch_norm` / `tf.contrib.layers.batch_norm` (see the module doc).
 
   `updates_collections=None` updates the moving statistics in place (the
-  output depends on the update); otherwise two update ops per call go into
-  each named collection. `data_format='NCHW'` normalizes axis 1. Inside
+  output depends on the update); otherwise two updates per call go into
+  each named collection, of slim's kinds: on slim's fused and general
+  paths what the assigns return (`update.op.name` is
+  `BatchNorm/AssignMovingAvg/...`; running it returns the new value), on
+  its tf.layers path the assign Operations. `data_format='NCHW'` normalizes axis 1. Inside
   `slim.arg_scope([slim.batch_norm], ...)` (after `tf1_bn.patch_slim()`) it
   takes the scope's defaults, as slim's does. `synchronized=True` (not in
   slim) computes the training statistics over the global batch of every
@@ -262,8 +278,11 @@ def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializer
   outputs, update = core.build(
       x, axes=axes, training=training, gamma=variables.get('gamma'), beta=variables.get('beta'),
       moving=moving, epsilon=epsilon, fused=None if (path == 'fused' or fused) else False,
-      update=builds_update, batch_weights=batch_weights, call=call, synchronized=synchronized)
+      update=builds_update, batch_weights=batch_weights, call=call, synchronized=synchronized,
+      in_place=updates_list is None)
   if updates_list is None:
     return core.attach_update(outputs, update, 'inline')
+  # slim's own paths collect what the assigns return (tensor-like, with
+  # `.op`), where its tf.layers path collects the ops.
   return core.attach_update(outputs, update, 'collection', collections=updates_list,
-                            per_variable=True)
+                            per_variable=True, values=True)
