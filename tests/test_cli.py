@@ -42,9 +42,9 @@ def test_help_on_each_subcommand_lists_its_own_exit_statuses(command, capsys):
   assert _exit_statuses(out) == sorted(cli.COMMANDS[command].exits)
 
 
-def test_only_inspect_and_pitfalls_can_report_problems():
+def test_only_pitfalls_inspect_and_export_can_report_problems():
   assert [name for name, command in cli.COMMANDS.items()
-          if cli.EXIT_PROBLEMS in command.exits] == ['pitfalls', 'inspect']
+          if cli.EXIT_PROBLEMS in command.exits] == ['pitfalls', 'inspect', 'export']
 
 
 @pytest.mark.parametrize('command', sorted(cli.COMMANDS))

@@ -5,7 +5,7 @@
 `--debug` (before or after the subcommand) adds the Python traceback to an
 error. Each subcommand's --help shows its options with their defaults and
 its own exit statuses: 0 success; 1 problems found (`inspect` flagged a layer,
-`pitfalls` saw a remedy fail); 2 the input could not be read (a missing or
+`pitfalls` saw a remedy fail, `export` could not verify); 2 the input could not be read (a missing or
 damaged checkpoint) or the arguments are wrong, with one line on stderr.
 
 Quiet by default: TensorFlow's C++ log level is set before TensorFlow loads
