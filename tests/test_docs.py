@@ -243,3 +243,26 @@ def test_guide_has_a_snippet_per_question():
 def test_precise_bn_page_has_its_snippet():
   assert len(python_blocks(DOCS / 'precise.md')) >= 1
   assert not python_blocks(DOCS / 'precise.md', runnable=False)
+
+
+def _exit_table(section):
+  """{status: meaning} of the `| status | meaning |` table in a section of
+  cli.md, backticks dropped and whitespace collapsed."""
+  rows = re.findall(r'^\| (\d) \| (.+?) \|$', section, re.M)
+  return {int(status): ' '.join(meaning.replace('`', '').split()) for status, meaning in rows}
+
+
+def _cli_section(text, heading):
+  return text.split(f'\n## {heading}\n', 1)[1].split('\n## ', 1)[0]
+
+
+def test_cli_page_lists_each_commands_exit_statuses_as_its_help_does():
+  from tf1_bn.studies import cli
+  text = (DOCS / 'cli.md').read_text(encoding='utf-8')
+  for name, command in cli.COMMANDS.items():
+    documented = _exit_table(_cli_section(text, f'`tf1-bn {name}`'))
+    expected = {s: ' '.join(m.replace('`', '').split()) for s, m in command.exits.items()}
+    assert documented == expected, f'docs/cli.md, tf1-bn {name}: exit statuses differ'
+  overall = _exit_table(_cli_section(text, 'Exit status'))
+  epilog = cli.build_parser().epilog.replace('`', '')
+  assert cli.exit_status_help(overall) in epilog, 'docs/cli.md: overall exit statuses differ'
