@@ -3,7 +3,7 @@ the same as `tf1-bn bench` (see `tf1_bn.studies.bench` for how it measures and h
 add a case kind)."""
 import sys
 
-from tf1_bn.studies import bench
+from tf1_bn.studies import cli
 
 if __name__ == '__main__':
-  sys.exit(bench.main())
+  sys.exit(cli.main(['bench', *sys.argv[1:]]))

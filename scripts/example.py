@@ -1,5 +1,7 @@
 """Runs the README example: `python scripts/example.py` (same as `tf1-bn example`)."""
-from tf1_bn.studies import example
+import sys
+
+from tf1_bn.studies import cli
 
 if __name__ == '__main__':
-  example.main()
+  sys.exit(cli.main(['example', *sys.argv[1:]]))

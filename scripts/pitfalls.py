@@ -1,7 +1,7 @@
 """Reproduces the classic pitfalls: `python scripts/pitfalls.py [--only NAME ...]` (same as `tf1-bn pitfalls`)."""
 import sys
 
-from tf1_bn.studies import pitfalls
+from tf1_bn.studies import cli
 
 if __name__ == '__main__':
-  sys.exit(pitfalls.main())
+  sys.exit(cli.main(['pitfalls', *sys.argv[1:]]))

@@ -1,7 +1,7 @@
 """Runs the demo: `python scripts/train_digits.py [--steps N --seed S --out DIR]` (same as `tf1-bn demo`)."""
 import sys
 
-from tf1_bn.studies import demo
+from tf1_bn.studies import cli
 
 if __name__ == '__main__':
-  sys.exit(demo.main())
+  sys.exit(cli.main(['demo', *sys.argv[1:]]))
