@@ -137,7 +137,7 @@ def build_parser():
       epilog='Run `tf1-bn COMMAND --help` for its options and exit statuses.\n\n'
       + exit_status_help({EXIT_OK: 'success',
                           EXIT_PROBLEMS: 'problems found (inspect flagged a layer; '
-                                         'pitfalls: a remedy failed)',
+                                         'pitfalls: a remedy failed; export: not verified)',
                           EXIT_ERROR: _ERROR_MEANING}))
   parser.add_argument('--version', action='version', version=f'tf1-bn {tf1_bn.__version__}',
                       help='print the version and exit')
