@@ -293,17 +293,6 @@ def _run(graph, fetches):
     return sess.run(fetches)
 
 
-def test_lstm_bench_case_runs_at_tiny_sizes():
-  from tf1_bn.studies import bench_cells
-  rows = bench_cells.lstm_case([2, 3, 4, 5], steps=2, warmup=1, legacy_available=False)
-  assert [(r['case'], r['implementation']) for r in rows] == [
-      ('lstm 2x3x4x5 float32 train', 'tf1_bn LSTMCell'),
-      ('lstm 2x3x4x5 float32 inference', 'tf1_bn LSTMCell')]
-  assert all(r['ratio'] == 1.0 and r['ms'] > 0 for r in rows)
-  with pytest.raises(ValueError, match='batch x time x depth x units'):
-    bench_cells.lstm_case([2, 3, 4], steps=1, warmup=0, legacy_available=False)
-
-
 class GetVariableCell(rc.LayerRNNCell):
   """A cell that creates a variable inside `call` (as a BN in the step does)."""
 
