@@ -19,12 +19,37 @@ optional restore impl whose final checkpoints to cross-restore.
 """
 import json
 import os
+import pathlib
 import sys
 
 import numpy as np
 
+HERE = pathlib.Path(__file__).resolve().parent
+
 MOVING_SUFFIXES = ('moving_mean', 'moving_variance', 'moving_stddev', 'renorm_mean',
                    'renorm_stddev', 'biased', 'local_step')
+
+
+def legacy_env(legacy_keras='1'):
+  """The environment of a child process that runs a legacy implementation
+  (TF_USE_LEGACY_KERAS set, tests/ importable), or None when tf-keras is not
+  installed here."""
+  try:
+    import tf_keras  # noqa: F401
+  except ImportError:
+    return None
+  return dict(os.environ, TF_USE_LEGACY_KERAS=legacy_keras, TF_CPP_MIN_LOG_LEVEL='2',
+              PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get('PYTHONPATH', '')]))
+
+
+def legacy_env_or_skip(what):
+  """`legacy_env()` for a pytest fixture: skips the tests when tf-keras is
+  absent (`what` names the legacy implementation in the skip reason)."""
+  env = legacy_env()
+  if env is None:
+    import pytest
+    pytest.skip(f'tf-keras is not installed: {what} cannot run')
+  return env
 
 
 def _function(impl, fn):

@@ -18,35 +18,23 @@ OUT_PREFIX.json (meta per case) and OUT_PREFIX.npz (arrays, keyed
 "<case id>/<name>").
 """
 import json
-import os
 import pathlib
 import sys
 import zlib
 
 import numpy as np
 
+import legacy_harness
 
 HERE = pathlib.Path(__file__).resolve().parent
 
 
-def legacy_env(legacy_keras='1'):
-  """The environment of a child process that runs the legacy cells (tests/
-  importable), or None when tf-keras is not installed here."""
-  try:
-    import tf_keras  # noqa: F401
-  except ImportError:
-    return None
-  return dict(os.environ, TF_USE_LEGACY_KERAS=legacy_keras, TF_CPP_MIN_LOG_LEVEL='2',
-              PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get('PYTHONPATH', '')]))
+legacy_env = legacy_harness.legacy_env  # the legacy child's environment (one helper)
 
 
 def legacy_env_or_skip():
   """`legacy_env()` for a pytest fixture: skips the tests when tf-keras is absent."""
-  env = legacy_env()
-  if env is None:
-    import pytest
-    pytest.skip('tf-keras is not installed: the legacy cells cannot run')
-  return env
+  return legacy_harness.legacy_env_or_skip('the legacy cells')
 
 
 def start_session(sess, saver, checkpoint, save):

@@ -146,7 +146,7 @@ def test_parse_case_checks_the_kind_and_the_dimensions():
   with pytest.raises(ValueError, match=r"unknown case kind 'nhcw' in 'nhcw:2x3'; expected one "
                      r"of 2d, build, cnn, .*nhwc"):
     bench.parse_case('nhcw:2x3')
-  for text in ('nhwc:', 'nhwc:2xa', 'nhwc:2x0x3x3', 'nhwc:2x3', 'build:2x2'):
+  for text in ('nhwc:', 'nhwc:2xa', 'nhwc:2x0x3x3', 'nhwc:2x3', 'build:2x2', 'lstm:2x3x4'):
     with pytest.raises(ValueError, match=f"{text!r} needs [14] positive dimensions"):
       bench.parse_case(text)
 
@@ -249,24 +249,58 @@ def test_fold_and_build_cases_have_no_copy_bound():
     assert cells[3] == '-' and cells[5] == '-'  # no GB/s, no copy bound
 
 
-def test_the_tf_layers_case_times_tf1_bn_layers_without_a_copy_bound():
-  from tf1_bn.studies import bench_layers
-  cases = bench.build_cases(['layers:2x8x8x3'], bench.Settings())  # no legacy in this process
+@pytest.mark.parametrize('text, module', [('layers:2x8x8x3', 'bench_layers'),
+                                          ('lstm:2x3x4x5', 'bench_cells')])
+def test_the_model_cases_time_tf1_bn_alone_without_a_copy_bound(text, module):
+  import importlib
+  ours = importlib.import_module(f'tf1_bn.studies.{module}').OURS
+  title = text.replace(':', ' ') + ' float32 '
+  cases = bench.build_cases([text], bench.Settings())  # no legacy in this process
   assert [(c.title, c.reference, c.bound_input, c.rounds) for c in cases] == [
-      ('layers 2x8x8x3 float32 train', bench_layers.OURS, None, None),
-      ('layers 2x8x8x3 float32 inference', bench_layers.OURS, None, None)]
+      (title + 'train', ours, None, None), (title + 'inference', ours, None, None)]
   summary = bench.run(cases, steps=1, warmup=0, repeat=1)
   assert [(r['case'], r['implementation'], r['ratio'], r['copy_fraction'], r['gbps'])
-          for r in summary] == [
-      ('layers 2x8x8x3 float32 train', bench_layers.OURS, 1.0, None, None),
-      ('layers 2x8x8x3 float32 inference', bench_layers.OURS, 1.0, None, None)]
+          for r in summary] == [(title + 'train', ours, 1.0, None, None),
+                                (title + 'inference', ours, 1.0, None, None)]
+
+
+def test_the_lstm_model_has_the_legacy_variable_names_and_its_train_step_updates_them():
+  import tensorflow as tf
+  from tf1_bn.studies import bench_cells
+  v1 = tf.compat.v1
+  with tf.Graph().as_default():
+    fetch, feed, init = bench_cells.build_step(bench_cells.implementations(False)[bench_cells.OURS],
+                                               [2, 3, 4, 5], 'train')
+    assert [(v.name, v.shape.as_list()) for v in v1.trainable_variables()] == [
+        ('rnn/lstm_cell/kernel:0', [9, 20]), ('rnn/lstm_cell/bias:0', [20])]
+    assert list(feed.values())[0].shape == (2, 3, 4)
+    with v1.Session() as sess:
+      sess.run(init)
+      before = sess.run(v1.trainable_variables())
+      sess.run(fetch, feed)
+      after = sess.run(v1.trainable_variables())
+  assert all(np.abs(a - b).max() > 0 for a, b in zip(after, before))
+
+
+def test_the_model_modules_build_only_and_import_nothing_of_the_bench():
+  import ast
+  from tf1_bn.studies import bench_cells, bench_layers
+  for module in (bench_cells, bench_layers):
+    with open(module.__file__) as f:
+      tree = ast.parse(f.read())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names} | {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+        for alias in node.names}
+    assert 'bench' not in imported and 'tf1_bn.studies.bench' not in imported, module.__name__
+    assert not hasattr(module, 'alternate') and 'perf_counter' not in ast.dump(tree)
 
 
 def test_the_command_writes_its_table_into_the_docs_with_the_legacy_rows(tmp_path, capfd):
   docs = tmp_path / 'performance.md'
   docs.write_text(DOC)
-  argv = ['--cases', 'nhwc:2x3x3x4', 'layers:2x8x8x3', '--modes', 'inference', '--steps', '2',
-          '--warmup', '1',
+  argv = ['--cases', 'nhwc:2x3x3x4', 'layers:2x8x8x3', 'lstm:2x3x4x5', '--modes', 'inference',
+          '--steps', '2', '--warmup', '1',
           '--out', str(tmp_path / 'out'), '--write-docs', str(docs)]
   assert bench.main(argv) == 0  # re-runs itself with TF_USE_LEGACY_KERAS=1 (tf-keras is here)
   text = docs.read_text()
@@ -284,6 +318,11 @@ def test_the_command_writes_its_table_into_the_docs_with_the_legacy_rows(tmp_pat
   assert [(row[0], row[1], row[4]) for row in layers_rows][1] == (
       '| layers 2x8x8x3 float32 inference', 'legacy tf.compat.v1.layers', '1.00x')
   assert [row[1] for row in layers_rows] == ['tf1_bn.layers', 'legacy tf.compat.v1.layers']
+  lstm_rows = [line.split(' | ') for line in text.splitlines() if line.startswith('| lstm')]
+  assert [(row[0], row[1]) for row in lstm_rows] == [
+      ('| lstm 2x3x4x5 float32 inference', 'tf1_bn LSTMCell'),
+      ('| lstm 2x3x4x5 float32 inference', 'legacy LSTMCell')]
+  assert lstm_rows[1][4] == '1.00x'
   assert (tmp_path / 'out' / 'bench.md').read_text() in text
   assert (tmp_path / 'out' / 'bench.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert 'wrote the table into' in capfd.readouterr().out

@@ -6,7 +6,6 @@ protocol (tests/legacy_harness.py); outputs, gradients, moving statistics
 after 20 steps and checkpoints restored across implementations must agree.
 """
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -60,21 +59,9 @@ def _grid():
 CONFIGS = _grid()
 
 
-def _legacy_env():
-  try:
-    import tf_keras  # noqa: F401
-  except ImportError:
-    return None
-  env = dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='2',
-             PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get('PYTHONPATH', '')]))
-  return env
-
-
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  env = _legacy_env()
-  if env is None:
-    pytest.skip('tf-keras is not installed: the legacy layer cannot run')
+  env = legacy_harness.legacy_env_or_skip('the legacy layer')
   out = tmp_path_factory.mktemp('parity')
   config_path = out / 'configs.json'
   config_path.write_text(json.dumps(CONFIGS))

@@ -293,17 +293,6 @@ def _run(graph, fetches):
     return sess.run(fetches)
 
 
-def test_lstm_bench_case_runs_at_tiny_sizes():
-  from tf1_bn.studies import bench_cells
-  rows = bench_cells.lstm_case([2, 3, 4, 5], steps=2, warmup=1, legacy_available=False)
-  assert [(r['case'], r['implementation']) for r in rows] == [
-      ('lstm 2x3x4x5 float32 train', 'tf1_bn LSTMCell'),
-      ('lstm 2x3x4x5 float32 inference', 'tf1_bn LSTMCell')]
-  assert all(r['ratio'] == 1.0 and r['ms'] > 0 for r in rows)
-  with pytest.raises(ValueError, match='batch x time x depth x units'):
-    bench_cells.lstm_case([2, 3, 4], steps=1, warmup=0, legacy_available=False)
-
-
 class GetVariableCell(rc.LayerRNNCell):
   """A cell that creates a variable inside `call` (as a BN in the step does)."""
 
@@ -321,3 +310,19 @@ def test_variables_created_in_call_are_tracked_and_reused(graph):
   v1.nn.dynamic_rnn(cell, x, dtype=tf.float32, scope='again')
   assert [v.name for v in v1.global_variables()] == ['rnn/get_variable_cell/scale:0']
   assert cell.variables == v1.global_variables() == cell.trainable_variables
+
+
+def test_cells_are_tf_layers_layers_as_the_legacy_cells_were(graph):
+  # The legacy RNNCell subclasses tf.compat.v1.layers.Layer (checked with
+  # tf-keras 2.21: LSTMCell -> LayerRNNCell -> RNNCell -> Layer), so user code
+  # may test isinstance(cell, tf.layers.Layer) or call cell.apply.
+  for make in (lambda: rc.LSTMCell(3), lambda: rc.MultiRNNCell([rc.GRUCell(3)]),
+               lambda: rc.DropoutWrapper(rc.BasicRNNCell(3))):
+    assert isinstance(make(), tf1_bn.layers.Layer)
+  cell = rc.BasicRNNCell(2, name='step')
+  out, _ = cell.apply(tf.ones([1, 3]), tf.zeros([1, 2]))
+  assert [v.name for v in cell.variables] == ['step/kernel:0', 'step/bias:0']
+  assert cell.variables == cell.weights == cell.trainable_variables and cell.updates == []
+  value, kernel, bias = _run(graph, [out] + cell.variables)
+  step_input = np.concatenate([np.ones([1, 3]), np.zeros([1, 2])], axis=1)  # [x, h]
+  np.testing.assert_allclose(value, np.tanh(step_input @ kernel + bias), rtol=1e-5)

@@ -11,7 +11,6 @@ Kolmogorov-Smirnov test against the analytic glorot-uniform law, and
 against each other.
 """
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import legacy_harness
 import tf_layers_harness as harness
 from reference import max_relative_error
 
@@ -136,15 +136,10 @@ CASES = _grid()
 
 @pytest.fixture(scope='module')
 def results(tmp_path_factory):
-  try:
-    import tf_keras  # noqa: F401
-  except ImportError:
-    pytest.skip('tf-keras is not installed: the legacy layers cannot run')
+  env = legacy_harness.legacy_env_or_skip('the legacy layers')
   out = tmp_path_factory.mktemp('tf_layers')
   cases_path = out / 'cases.json'
   cases_path.write_text(json.dumps(CASES))
-  env = dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='2',
-             PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get('PYTHONPATH', '')]))
   child = subprocess.Popen([sys.executable, str(HERE / 'tf_layers_harness.py'), 'legacy',
                             str(cases_path), str(out / 'legacy.npz')], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

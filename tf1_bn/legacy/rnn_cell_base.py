@@ -21,6 +21,9 @@ with `tf.compat.v1.get_variable` (an old-style cell, or a layer such as
 batch norm used inside the step) are created in the cell's scope, reused
 at later calls like those of `build`, and tracked in `cell.variables`.
 
+`RNNCell` is a `tf.compat.v1.layers` `Layer` (`tf1_bn.legacy.tf_layers.base`),
+as the legacy cells were: the scope handling below is that class's.
+
 Scopes and sharing, as the legacy cells (tf.layers' Layer) did:
 
 * The variable scope is fixed at the FIRST call: a scope named after the
@@ -47,13 +50,12 @@ elsewhere. Cells with a `build` (all of the built-in ones except
 `MultiRNNCell`) skip that capture, as the legacy `LayerRNNCell` did.
 """
 import collections
-import inspect
-import re
 import weakref
 
 import tensorflow as tf
 
 from tf1_bn.common import validation as v
+from tf1_bn.legacy.tf_layers import base as layer_base
 
 # The variable names the legacy cells use.
 WEIGHTS_NAME = 'kernel'
@@ -81,25 +83,11 @@ class LSTMStateTuple(_LSTMStateTupleBase):
     return c.dtype
 
 
-def snake_case(name):
-  """`LSTMCell` -> `lstm_cell`, the way the legacy layers derive scope names."""
-  intermediate = re.sub('(.)([A-Z][a-z0-9]+)', r'\1_\2', name)
-  insecure = re.sub('([a-z])([A-Z])', r'\1_\2', intermediate).lower()
-  if insecure[0] != '_':
-    return insecure
-  return 'private' + insecure
-
+# `LSTMCell` -> `lstm_cell`, the way the legacy layers derive scope names.
+snake_case = layer_base.to_snake_case
 
 # Per-graph counters for the `name` of unnamed cells (lstm_cell, lstm_cell_1, ...).
 _NAME_COUNTS = weakref.WeakKeyDictionary()
-
-
-def _unique_name(base):
-  graph = tf.compat.v1.get_default_graph()
-  counts = _NAME_COUNTS.setdefault(graph, collections.Counter())
-  index = counts[base]
-  counts[base] += 1
-  return base if index == 0 else f'{base}_{index}'
 
 
 def is_like_rnn_cell(cell):
@@ -210,8 +198,14 @@ def zero_state_tensors(state_size, batch_size, dtype):
   return tf.nest.map_structure(lambda s: _zeros(batch_size, s, dtype), state_size)
 
 
-class RNNCell:
+class RNNCell(layer_base.Layer):
   """Base class of the rnn cells (see the module docstring for the protocol).
+
+  A `tf.compat.v1.layers` `Layer` (as the legacy cells were): it shares the
+  layers' scope handling (`_set_scope`, the scope re-entered with reuse at
+  every later call), `name`, `losses`, `apply` and `add_variable`; what
+  differs for cells is below (the call with a state, variables tracked
+  through a custom getter, the cells' naming and dtype checks).
 
   Args (all keyword, as the legacy base):
     trainable: False keeps the cell's variables out of TRAINABLE_VARIABLES.
@@ -233,19 +227,17 @@ class RNNCell:
     if name is not None:
       name = v.check_name(name)
     self._dtype = check_cell_dtype(dtype)
-    self._base_name = name or snake_case(type(self).__name__)
-    self._name = name or _unique_name(self._base_name)
-    self._reuse = reuse
     self._trainable = trainable
-    self._scope = None
     self._call_scope = None
     self._weights = []
-    self._losses = []
-    self.built = False
-    scope = kwargs.get('_scope')
-    if scope:
-      with tf.compat.v1.variable_scope(scope) as captured:
-        self._scope = captured
+    self._activity_regularizer = None
+    self.input_spec = None
+    self._init_scoping(name, kwargs.get('_scope'), reuse)
+
+  def _init_set_name(self, name):
+    self._base_name = name or snake_case(type(self).__name__)
+    self._name = name or layer_base.unique_layer_name(self._base_name, first=0,
+                                                      counts=_NAME_COUNTS)
 
   # --- the protocol -------------------------------------------------------
   @property
@@ -255,11 +247,6 @@ class RNNCell:
   @property
   def output_size(self):
     raise NotImplementedError(f'{type(self).__name__} must define `output_size`.')
-
-  def build(self, input_shape):
-    """Creates the variables; called once, at the first call, in the cell's scope."""
-    del input_shape
-    self.built = True
 
   def call(self, inputs, state):
     """One step: returns `(output, new_state)`."""
@@ -306,46 +293,27 @@ class RNNCell:
       return self._scoped_call(inputs, state, None, kwargs)
 
   # --- scopes and variables -----------------------------------------------
-  def _set_scope(self, scope=None):
-    if self._scope is not None:
-      return
-    if self._reuse:
-      with tf.compat.v1.variable_scope(scope if scope is not None else self._base_name) as s:
-        self._scope = s
-    else:
-      with tf.compat.v1.variable_scope(scope, default_name=self._base_name) as s:
-        self._scope = s
-
   def _scoped_call(self, inputs, state, scope, kwargs):
     self._set_scope(scope)
-    reuse = True if self.built else self._reuse
     # The getter tracks variables `call` creates with get_variable (a BN inside
     # a cell, old-style cells) in `variables`, as those of `build`.
-    with tf.compat.v1.variable_scope(self._scope, reuse=reuse, auxiliary_name_scope=False,
-                                     custom_getter=self._track_getter):
-      with tf.compat.v1.name_scope(self._scope.original_name_scope):
-        if not self.built:
-          self.check_inputs(inputs, first_call=True)
-          if self._dtype is None:
-            self._dtype = tf.as_dtype(tf.nest.flatten(inputs)[0].dtype)
-          self.build(self._input_shape(inputs))
-          self.built = True
-        else:
-          self.check_inputs(inputs, first_call=False)
-        if self._call_takes_scope():
-          kwargs = dict(kwargs, scope=self._scope)
-        return self.call(inputs, state, **kwargs)
+    with self._entered_scope(custom_getter=self._track_getter):
+      if not self.built:
+        self.check_inputs(inputs, first_call=True)
+        if self._dtype is None:
+          self._dtype = tf.as_dtype(tf.nest.flatten(inputs)[0].dtype)
+        self.build(self._input_shape(inputs))
+        self.built = True
+      else:
+        self.check_inputs(inputs, first_call=False)
+      if layer_base.accepts_argument(self.call, 'scope'):
+        kwargs = dict(kwargs, scope=self._scope)
+      return self.call(inputs, state, **kwargs)
 
   @staticmethod
   def _input_shape(inputs):
     shapes = tf.nest.map_structure(lambda x: tf.TensorShape(x.shape), inputs)
     return shapes
-
-  def _call_takes_scope(self):
-    try:
-      return 'scope' in inspect.signature(self.call).parameters
-    except (TypeError, ValueError):
-      return False
 
   def check_inputs(self, inputs, first_call):
     """Validates a step's inputs before any op; the built-in cells check rank
@@ -388,13 +356,7 @@ class RNNCell:
     self._track(variable)
     return variable
 
-  add_variable = add_weight
-
   # --- what user code reads -----------------------------------------------
-  @property
-  def name(self):
-    return self._name
-
   @property
   def dtype(self):
     return None if self._dtype is None else self._dtype.name
@@ -420,22 +382,6 @@ class RNNCell:
   def non_trainable_weights(self):
     trainable = set(id(w) for w in self.trainable_weights)
     return [w for w in self._weights if id(w) not in trainable]
-
-  @property
-  def weights(self):
-    return self.trainable_weights + self.non_trainable_weights
-
-  variables = weights
-  trainable_variables = trainable_weights
-  non_trainable_variables = non_trainable_weights
-
-  @property
-  def losses(self):
-    return list(self._losses)
-
-  @property
-  def updates(self):
-    return []
 
   def __repr__(self):
     return f'<{type(self).__module__}.{type(self).__name__} {self._name!r}>'

@@ -384,15 +384,6 @@ class MultiRNNCell(base.RNNCell):
       return self._cell_weights('trainable_weights') + weights
     return weights
 
-  trainable_variables = trainable_weights
-  non_trainable_variables = non_trainable_weights
-
-  @property
-  def weights(self):
-    return self.trainable_weights + self.non_trainable_weights
-
-  variables = weights
-
   def call(self, inputs, state):
     if self._state_is_tuple and not tf.nest.is_nested(state):
       raise ValueError(f'MultiRNNCell expected a tuple of {len(self._cells)} states, one per '

@@ -87,9 +87,6 @@ class _CellWrapper(base.RNNCell):
   trainable_weights = property(lambda self: self._delegate('trainable_weights'))
   non_trainable_weights = property(lambda self: self._delegate('non_trainable_weights'))
   weights = property(lambda self: self._delegate('weights'))
-  trainable_variables = trainable_weights
-  non_trainable_variables = non_trainable_weights
-  variables = weights
 
 
 def _default_dropout_state_filter_visitor(substate):

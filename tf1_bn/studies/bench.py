@@ -550,20 +550,40 @@ def fold_cases(shape, settings):
                'exported, unfolded')]
 
 
-class _TfLayersRunner(SessionRunner):
-  """A step of the tf.compat.v1.layers CNN of `tf1_bn.studies.bench_layers`,
-  built on one layers namespace in its own graph and session."""
+class _StepRunner(SessionRunner):
+  """A step built by `build_step()` -> (fetch, feed, init) in its own graph
+  and session (the model modules' builders: bench_layers, bench_cells).
 
-  def __init__(self, layers, shape, mode):
+  The legacy layers and cells warn at each construction that they are
+  deprecated; those warnings (only those) are filtered while building."""
+
+  def __init__(self, build_step):
     import tensorflow as tf
-    from tf1_bn.studies import bench_layers
     self.graph = tf.Graph()
     with self.graph.as_default(), warnings.catch_warnings():
-      # The legacy layers warn that each function is deprecated, once per call site.
-      warnings.filterwarnings('ignore', r'`tf\.layers\.\w+` is deprecated', UserWarning)
-      self.fetch, self.feed, init = bench_layers.build_step(layers, shape, mode)
+      warnings.filterwarnings('ignore', r'`tf\.(layers|nn\.rnn_cell)\.\w+` is deprecated',
+                              UserWarning)
+      self.fetch, self.feed, init = build_step()
       self.sess = tf.compat.v1.Session(config=session_config())
       self.sess.run(init)
+
+
+def _model_cases(label, shape, settings, model):
+  """A train and an inference case (per `--modes`) of a model module: its
+  `implementations(legacy_available)` -> {row name: implementation} and
+  `build_step(implementation, shape, mode)`; its `LEGACY` row is the
+  reference when the legacy is active, else its `OURS` row. float32, no
+  copy bound (a whole model)."""
+  reference = model.LEGACY if settings.legacy_available else model.OURS
+  cases = []
+  for mode in settings.modes:
+
+    def runners(mode=mode):
+      return {name: _StepRunner(lambda impl=impl: model.build_step(impl, shape, mode))
+              for name, impl in model.implementations(settings.legacy_available).items()}
+
+    cases.append(Case(f'{label} {"x".join(map(str, shape))} float32 {mode}', runners, reference))
+  return cases
 
 
 @register_case_kind('layers', 'layers:64x32x32x3',
@@ -572,16 +592,15 @@ class _TfLayersRunner(SessionRunner):
                     4, least=(1, 4, 4, 1))
 def tf_layers_cases(shape, settings):
   from tf1_bn.studies import bench_layers
-  reference = bench_layers.LEGACY if settings.legacy_available else bench_layers.OURS
-  cases = []
-  for mode in settings.modes:
+  return _model_cases('layers', shape, settings, bench_layers)
 
-    def runners(mode=mode):
-      return {name: _TfLayersRunner(layers, shape, mode)
-              for name, layers in bench_layers.namespaces(settings.legacy_available).items()}
 
-    cases.append(Case(f'layers {"x".join(map(str, shape))} float32 {mode}', runners, reference))
-  return cases
+@register_case_kind('lstm', 'lstm:32x20x64x128',
+                    'an LSTMCell(U) under dynamic_rnn on B sequences of T steps of depth D, '
+                    "train step and inference: tf1_bn's cell against the legacy cell", 4)
+def lstm_cases(shape, settings):
+  from tf1_bn.studies import bench_cells
+  return _model_cases('lstm', shape, settings, bench_cells)
 
 
 class _BuildRunner:

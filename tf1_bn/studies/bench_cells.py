@@ -1,55 +1,56 @@
-"""Benchmark case: an LSTM under dynamic_rnn, tf1_bn's cell against the legacy cell.
+"""The model of the bench's `lstm` case: one LSTM layer under dynamic_rnn.
 
-`lstm_case([batch, time, depth, units], steps, warmup, legacy_available)`
-times one step of `tf.compat.v1.nn.dynamic_rnn` over an LSTMCell (training:
-the forward pass and the gradients of every variable and the inputs;
-inference: the forward pass), tf1_bn's `LSTMCell` and, when the process runs
-the legacy Keras (tf-keras with TF_USE_LEGACY_KERAS=1, as `tf1-bn bench`
-arranges by re-running itself), the legacy `tf.compat.v1.nn.rnn_cell.LSTMCell`,
-alternated step by step in one run (bench.py's protocol); rows report the
-median and the ratio to the legacy cell (to tf1_bn's when the legacy is absent).
+The bench (`tf1-bn bench --cases lstm:BxTxDxU`, see `tf1_bn.studies.bench`)
+builds this same recurrent step twice, once on tf1_bn's `LSTMCell` (what
+`tf1_bn.patch_layers()` installs as `tf.compat.v1.nn.rnn_cell.LSTMCell`) and,
+when the legacy cells are active in the process (tf-keras installed and
+TF_USE_LEGACY_KERAS=1 set before TensorFlow's import; the bench re-runs
+itself so), once on the legacy `tf.compat.v1.nn.rnn_cell.LSTMCell`; it times
+a training step and an inference step of each side by side. This module only
+builds the graphs: the timing (warm-up, alternation, medians, runs) is the
+bench's.
 
-Both cells compute the same ops (one matmul of [x, h] by the kernel, one
-bias add, the gates), so a ratio near 1 is expected; what can differ is the
-per-call Python overhead while building, not the step time.
+The model: a batch of B sequences of T steps of depth D (float32), one
+`LSTMCell(U)` unrolled by `tf.compat.v1.nn.dynamic_rnn`. The training step is
+a gradient-descent `minimize` of the mean square of every output (forward,
+backward through time, the update); the inference step fetches the outputs.
+Both builds draw their variables from the same graph seed and see the same
+batch. Both cells compute the same ops (one matmul of [x, h] by the kernel,
+one bias add, the gates), so a ratio near 1 is expected: the graphs are the
+same, only how they were built differs.
 """
-from tf1_bn.studies import bench
+import numpy as np
 
-LSTM_CASE = 'lstm'
-TF1_BN = 'tf1_bn LSTMCell'
+OURS = 'tf1_bn LSTMCell'
 LEGACY = 'legacy LSTMCell'
+LEARNING_RATE = 0.01
 
 
-def _implementations(units, legacy_available):
+def implementations(legacy_available):
+  """{row name: LSTMCell class}: tf1_bn's, and the legacy's when it is active
+  in this process."""
   import tensorflow as tf
   from tf1_bn.legacy import rnn_cell
-
-  def builder(make_cell):
-    def build(x, training):
-      del training  # the LSTM has no train/inference switch
-      outputs, _ = tf.compat.v1.nn.dynamic_rnn(make_cell(units), x, dtype=x.dtype)
-      return outputs
-    return build
-  impls = {TF1_BN: builder(rnn_cell.LSTMCell)}
+  found = {OURS: rnn_cell.LSTMCell}
   if legacy_available:
-    impls[LEGACY] = builder(tf.compat.v1.nn.rnn_cell.LSTMCell)
-  return impls
+    found[LEGACY] = tf.compat.v1.nn.rnn_cell.LSTMCell
+  return found
 
 
-def lstm_case(dims, steps, warmup, legacy_available, modes=('train', 'inference'),
-              dtype_name='float32'):
-  """Rows (bench.py's format) for `dims` = [batch, time, depth, units]."""
+def build_step(cell_class, dims, mode):
+  """In the default graph: `cell_class(units)` under dynamic_rnn for `dims` =
+  [batch, time, depth, units]; returns (fetch, feed) of one `mode` step
+  ('train' or 'inference') and the variables' initializer op."""
   import tensorflow as tf
-  if len(dims) != 4:
-    raise ValueError(f'the {LSTM_CASE} case takes batch x time x depth x units, e.g. '
-                     f'{LSTM_CASE}:32x20x64x128; received {"x".join(map(str, dims))}.')
+  v1 = tf.compat.v1
   batch, time, depth, units = dims
-  rows = []
-  for mode in modes:
-    runners = {name: bench._Runner(build, [batch, time, depth], tf.as_dtype(dtype_name), mode)
-               for name, build in _implementations(units, legacy_available).items()}
-    times = bench._alternate(runners, steps, warmup)
-    reference = LEGACY if LEGACY in runners else TF1_BN
-    rows.extend(bench._rows(f'{LSTM_CASE} {"x".join(map(str, dims))} {dtype_name} {mode}',
-                            times, reference, 0, None))
-  return rows
+  v1.set_random_seed(0)
+  x = v1.placeholder(tf.float32, [batch, time, depth], name='x')
+  outputs, _ = v1.nn.dynamic_rnn(cell_class(units), x, dtype=tf.float32)
+  if mode == 'train':
+    fetch = v1.train.GradientDescentOptimizer(LEARNING_RATE).minimize(
+        tf.reduce_mean(tf.square(outputs)))
+  else:
+    fetch = outputs
+  feed = {x: np.random.RandomState(0).randn(batch, time, depth).astype(np.float32)}
+  return fetch, feed, v1.global_variables_initializer()

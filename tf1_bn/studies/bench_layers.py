@@ -38,7 +38,7 @@ def cnn(layers, tf, x, training, classes=CLASSES):
   return layers.dense(layers.flatten(h), classes)
 
 
-def namespaces(legacy_available):
+def implementations(legacy_available):
   """{row name: tf.compat.v1.layers namespace}: tf1_bn's, and the legacy's
   when it is active in this process."""
   import tensorflow as tf

@@ -36,6 +36,11 @@ What TF1 code relies on, and this class keeps:
 * **dtype.** Without `dtype`, a layer takes the dtype of its first input
   (float64 inputs give float64 variables); inputs are not cast.
 
+The rnn cells (`tf1_bn.legacy.rnn_cell_base.RNNCell`) subclass this class,
+as the legacy cells did: they share the naming and scope state
+(`_init_scoping`, `_set_scope`, `_entered_scope`) and the properties, and
+override the call (a state in and out), `add_weight` and the weight lists.
+
 Differences from the Keras-based legacy class, each deliberate: no Keras
 model machinery (no `get_config`, no `compute_mask`, no eager execution: these
 layers build TF1 graphs); sublayers held as attributes are not tracked into
@@ -63,14 +68,19 @@ def to_snake_case(name):
   return snake if snake[0] != '_' else 'private' + snake
 
 
-def unique_layer_name(base_name, graph=None):
+def unique_layer_name(base_name, graph=None, first=1, counts=_GRAPH_NAME_UIDS):
   """`base_name_1`, `base_name_2`, ... per graph: the legacy `layer.name` of a
   layer made without `name` (it counts from 1, unlike Keras' own layers; the
-  variable scope is `base_name`, `base_name_1`, ... independently)."""
+  variable scope is `base_name`, `base_name_1`, ... independently).
+
+  `first=0` counts from 0 and leaves the first name bare (`base_name`,
+  `base_name_1`, ...: the rnn cells' names); `counts` is the per-graph
+  registry (one per naming family, so families do not share a count)."""
   graph = graph or tf.compat.v1.get_default_graph()
-  uids = _GRAPH_NAME_UIDS.setdefault(graph, {})
-  uids[base_name] = uids.get(base_name, 0) + 1
-  return f'{base_name}_{uids[base_name]}'
+  uids = counts.setdefault(graph, {})
+  uids[base_name] = uids.get(base_name, first - 1) + 1
+  index = uids[base_name]
+  return f'{base_name}_{index}' if index else base_name
 
 
 class InputSpec:
@@ -170,7 +180,8 @@ def _to_tensor(value):
   return value
 
 
-def _accepts_argument(fn, name):
+def accepts_argument(fn, name):
+  """Whether `fn` takes an argument called `name` (a `scope` for `call`)."""
   try:
     return name in inspect.signature(fn).parameters
   except (TypeError, ValueError):  # pragma: no cover - builtins
@@ -205,13 +216,20 @@ class Layer:
     self.trainable = v.check_bool(trainable, 'trainable')
     self._activity_regularizer = v.check_callable(kwargs.get('activity_regularizer'),
                                                   'activity_regularizer')
-    scope = kwargs.get('_scope')
-    self._reuse = v.check_reuse(kwargs.get('_reuse'), 'reuse')
+    reuse = v.check_reuse(kwargs.get('_reuse'), 'reuse')
     self._dtype = None if dtype is None else tf.as_dtype(dtype).base_dtype.name
-    self.built = False
     self.input_spec = kwargs.get('input_spec')
     self._trainable_weights = []
     self._non_trainable_weights = []
+    self._init_scoping(name, kwargs.get('_scope'), reuse)
+
+  def _init_scoping(self, name, scope, reuse):
+    """The state of naming, scoping and sharing (shared with the rnn cells,
+    which subclass this class as the legacy cells did): `name` through
+    `_init_set_name`, `scope` (`_scope`) opened now and kept, `reuse`
+    (`_reuse`) already checked; not built, no losses or updates yet."""
+    self._reuse = reuse
+    self.built = False
     self._losses = []
     self._updates = []
     self._current_scope = None
@@ -272,9 +290,10 @@ class Layer:
   def weights(self):
     return self.trainable_weights + self.non_trainable_weights
 
-  trainable_variables = trainable_weights
-  non_trainable_variables = non_trainable_weights
-  variables = weights
+  # The TF1 names, following a subclass's own `trainable_weights` etc.
+  trainable_variables = property(lambda self: self.trainable_weights)
+  non_trainable_variables = property(lambda self: self.non_trainable_weights)
+  variables = property(lambda self: self.weights)
 
   @property
   def losses(self):
@@ -340,22 +359,19 @@ class Layer:
     dtype = tf.as_dtype(dtype or self._dtype or tf.float32)
     existing = set(id(var) for var in tf.compat.v1.global_variables())
     self._set_scope(None)
-    with tf.compat.v1.variable_scope(self._scope, reuse=self.built or self._reuse,
-                                     auxiliary_name_scope=False) as scope:
-      self._current_scope = scope
-      with tf.name_scope(scope.original_name_scope):
-        if initializer is None:
-          initializer = scope.initializer
-        variable = tf.compat.v1.get_variable(
-            name, shape=shape, dtype=dtype, initializer=initializer,
-            trainable=trainable and self.trainable, constraint=constraint,
-            partitioner=partitioner, use_resource=use_resource,
-            synchronization=synchronization, aggregation=aggregation)
-        if regularizer is not None and not _already_existed(variable, existing):
-          parts = list(variable) if _is_partitioned(variable) else [variable]
-          for part in parts:
-            with tf.name_scope(name + '/Regularizer'):
-              self.add_loss(regularizer(part))
+    with self._entered_scope() as scope:
+      if initializer is None:
+        initializer = scope.initializer
+      variable = tf.compat.v1.get_variable(
+          name, shape=shape, dtype=dtype, initializer=initializer,
+          trainable=trainable and self.trainable, constraint=constraint,
+          partitioner=partitioner, use_resource=use_resource,
+          synchronization=synchronization, aggregation=aggregation)
+      if regularizer is not None and not _already_existed(variable, existing):
+        parts = list(variable) if _is_partitioned(variable) else [variable]
+        for part in parts:
+          with tf.name_scope(name + '/Regularizer'):
+            self.add_loss(regularizer(part))
     in_collection = any(var is variable for var in tf.compat.v1.trainable_variables())
     if trainable and (in_collection or _is_partitioned(variable)):
       self._trainable_weights.append(variable)
@@ -397,6 +413,18 @@ class Layer:
       with tf.compat.v1.variable_scope(scope, default_name=self._base_name) as cap:
         self._scope = cap
 
+  @contextlib.contextmanager
+  def _entered_scope(self, custom_getter=None):
+    """Re-enters the layer's variable scope (opened by `_set_scope`) for a
+    call: reusing its variables once built (or with `_reuse`), ops named in
+    the scope's own name scope; yields that scope."""
+    reuse = True if self.built else self._reuse
+    with tf.compat.v1.variable_scope(self._scope, reuse=reuse, auxiliary_name_scope=False,
+                                     custom_getter=custom_getter) as current:
+      self._current_scope = current
+      with tf.name_scope(current.original_name_scope):
+        yield current
+
   def __call__(self, inputs, *args, **kwargs):
     """Builds the layer on first use, then applies `call` in the layer's scope."""
     scope = kwargs.pop('scope', None)
@@ -406,26 +434,22 @@ class Layer:
     if not self.built:
       self._check_before_build(inputs)
     self._set_scope(scope)
-    reuse = True if self.built else self._reuse
-    with tf.compat.v1.variable_scope(self._scope, reuse=reuse,
-                                     auxiliary_name_scope=False) as current:
-      self._current_scope = current
-      with tf.name_scope(current.original_name_scope):
-        if not self.built:
-          first = tf.nest.flatten(inputs)[0] if tf.nest.flatten(inputs) else None
-          if self._dtype is None and hasattr(first, 'dtype'):
-            self._dtype = first.dtype.base_dtype.name
-          shapes = tf.nest.map_structure(lambda x: getattr(x, 'shape', None), inputs)
-          with tf.init_scope() if _building_function() else contextlib.nullcontext():
-            self.build(shapes)
-          self.built = True
-        if _accepts_argument(self.call, 'scope'):
-          kwargs['scope'] = current
-        outputs = self.call(inputs, *args, **kwargs)
-        if outputs is None:
-          raise ValueError(f'A layer\'s `call` method should return a Tensor or a list of '
-                           f'Tensors, not None (layer: {self._name}).')
-        self._activity_regularization(outputs)
+    with self._entered_scope() as current:
+      if not self.built:
+        first = tf.nest.flatten(inputs)[0] if tf.nest.flatten(inputs) else None
+        if self._dtype is None and hasattr(first, 'dtype'):
+          self._dtype = first.dtype.base_dtype.name
+        shapes = tf.nest.map_structure(lambda x: getattr(x, 'shape', None), inputs)
+        with tf.init_scope() if _building_function() else contextlib.nullcontext():
+          self.build(shapes)
+        self.built = True
+      if accepts_argument(self.call, 'scope'):
+        kwargs['scope'] = current
+      outputs = self.call(inputs, *args, **kwargs)
+      if outputs is None:
+        raise ValueError(f'A layer\'s `call` method should return a Tensor or a list of '
+                         f'Tensors, not None (layer: {self._name}).')
+      self._activity_regularization(outputs)
     _add_to_collection(self.updates, tf.compat.v1.GraphKeys.UPDATE_OPS)
     return outputs
 
