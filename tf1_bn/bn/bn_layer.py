@@ -3,6 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1_bn.bn import core
+from tf1_bn.bn import masking
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
 
@@ -15,7 +16,7 @@ def _float32_decay_factor(decay):
 
 def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=-1,
              center=True, scale=True, trainable=True, updates='collection', reuse=None,
-             fused=None, synchronized=False):
+             fused=None, synchronized=False, mask=None):
   """Batch normalization for TF1 graph-mode models, driven by a training switch.
 
   y = gamma * (x - mean) / sqrt(variance + eps) + beta, per channel of `axis`.
@@ -84,6 +85,11 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
       batch of every replica (a `tf.distribute` replica context, or
       `tf1_bn.tower`); on one device it is local BN and adds no collective.
       See `tf1_bn.bn.replicas`.
+    mask: None, or a bool / 0-1 tensor of the input's leading dimensions
+      (channel axis excluded), e.g. `[B, T]` from `tf.sequence_mask`: the
+      batch statistics and their moving averages use the unmasked positions
+      only, and every position is normalized with them. See
+      `tf1_bn.bn.masking`.
 
   Returns:
     The normalized tensor, same shape and dtype as `inputs`.
@@ -103,6 +109,7 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
   if fused is not None:
     v.check_bool(fused, 'fused')
   synchronized = v.check_synchronized(synchronized)
+  mask = masking.check_mask(mask, shape, axes)
   v.check_name(name, optional=False)
 
   param_shape = [shape[a] for a in axes]
@@ -129,5 +136,5 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
                                    _float32_decay_factor(decay), 'population')
     outputs, update = core.build(x, axes=axes, training=training, gamma=gamma, beta=beta,
                                  moving=moving, epsilon=eps, fused=fused, update=builds_update,
-                                 call=call, synchronized=synchronized)
+                                 call=call, synchronized=synchronized, mask=mask)
     return core.attach_update(outputs, update, updates)

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1_bn.bn import kernels
+from tf1_bn.bn import masking
 from tf1_bn.bn import replicas as replicas_lib
 from tf1_bn.bn import statistics
 from tf1_bn.bn import switch as switch_lib
@@ -152,7 +153,11 @@ def _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjus
       xs = tf.reshape(xs, tf.concat([[layout.virtual, -1], tf.shape(x)[1:]], axis=0))
   weights = None
   if batch_weights is not None:
-    weights = tf.reshape(tf.cast(batch_weights, stat_dtype), [-1] + [1] * (layout.rank - 1))
+    weights = tf.cast(batch_weights, stat_dtype)
+    if weights.shape.rank != x.shape.rank:  # per example (slim); a mask's are per position
+      weights = tf.reshape(weights, [-1] + [1] * (layout.rank - 1))
+    elif layout.virtual is not None:
+      weights = tf.reshape(weights, tf.concat([[layout.virtual, -1], tf.shape(weights)[1:]], 0))
   shift = None if call is None else _shift(moving, layout, stat_dtype)
   mean, variance, count = statistics.moments(xs, layout.reduction_axes, weights, shift, call)
   scale, offset = layout.broadcast(gamma, stat_dtype), layout.broadcast(beta, stat_dtype)
@@ -248,7 +253,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
           epsilon: float, fused: Optional[bool] = None, update: bool = True,
           virtual_batch_size: Optional[int] = None, adjustment: Optional[Callable] = None,
           batch_weights=None, call: Optional[replicas_lib.LayerCall] = None,
-          synchronized: bool = False):
+          synchronized: bool = False, mask=None):
   """Normalizes `inputs` and builds the moving-statistics update.
 
   Args:
@@ -266,11 +271,14 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
       and adjustment, slim's weighted moments.
     call: from `register_replicas`: the layer's place among the replicas.
     synchronized: with `call`, training statistics over the global batch.
+    mask: positions left out of the batch statistics (`tf1_bn.bn.masking`),
+      checked by the front-end with `masking.check_mask`.
 
   Returns:
     (outputs, Update or None).
   """
   x = inputs
+  batch_weights = masking.position_weights(mask, batch_weights, x)
   _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size, batch_weights)
   layout = _Layout(x.shape, axes)
   stat_dtype = tf.float32 if x.dtype in HALF_DTYPES else x.dtype

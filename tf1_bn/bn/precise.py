@@ -170,7 +170,9 @@ def _as_groups(x, axes, virtual_batch_size, weights):
   x = np.asarray(x, np.float64)
   w = None
   if weights is not None:
-    w = np.asarray(weights, np.float64).reshape((-1,) + (1,) * (x.ndim - 1))
+    w = np.asarray(weights, np.float64)
+    if w.ndim != x.ndim:  # slim's per-example weights; a mask's are per position
+      w = w.reshape((-1,) + (1,) * (x.ndim - 1))
   if virtual_batch_size:
     shape = (virtual_batch_size, x.shape[0] // virtual_batch_size)
     x = x.reshape(shape + x.shape[1:])

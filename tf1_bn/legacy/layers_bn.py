@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1_bn.bn import core
+from tf1_bn.bn import masking
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
 from tf1_bn.common.log import warn_once
@@ -145,7 +146,7 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
                         gamma_constraint=None, training=False, trainable=True, name=None,
                         reuse=None, renorm=False, renorm_clipping=None, renorm_momentum=0.99,
                         fused=None, virtual_batch_size=None, adjustment=None,
-                        synchronized=False):
+                        synchronized=False, mask=None):
   """Drop-in for `tf.compat.v1.layers.batch_normalization` (see the module doc).
 
   Variables under the layer scope (`batch_normalization`,
@@ -156,7 +157,8 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
 
   `synchronized=True` (Keras' name; not in the legacy function) computes the
   training statistics over the global batch of every replica: see
-  `tf1_bn.bn.replicas`.
+  `tf1_bn.bn.replicas`. `mask` (not in the legacy function): positions left
+  out of the batch statistics, see `tf1_bn.bn.masking`.
   """
   v.check_graph_mode('batch_normalization')
   shape, dtype = v.static_shape_and_dtype(inputs)
@@ -187,6 +189,7 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
     v.check_bool(fused, 'fused')
   virtual_batch_size = _check_virtual_batch_size(virtual_batch_size, axes, adjustment, shape)
   synchronized = v.check_synchronized(synchronized, virtual_batch_size)
+  mask = masking.check_mask(mask, shape, axes)
   name = v.check_name(name) or None  # '' is the default name, as for the legacy Keras layer
 
   with tf.compat.v1.variable_scope(name, default_name='batch_normalization', reuse=reuse):
@@ -198,14 +201,14 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
         constraints={'beta': beta_constraint, 'gamma': gamma_constraint},
         training=training, trainable=trainable, renorm=renorm, clipping=clipping,
         renorm_momentum=renorm_momentum, fused=fused, virtual_batch_size=virtual_batch_size,
-        adjustment=adjustment, synchronized=synchronized, warn_fallback=True)
+        adjustment=adjustment, synchronized=synchronized, warn_fallback=True, mask=mask)
     return core.attach_update(outputs, update, 'collection', per_variable=True)
 
 
 def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regularizers,
                 constraints, training, trainable, renorm, clipping, renorm_momentum, fused,
                 virtual_batch_size, adjustment, synchronized=False, collections=None,
-                warn_fallback=False):
+                warn_fallback=False, mask=None):
   """A tf.layers BatchNormalization in the current variable scope.
 
   Returns (outputs, update); the update is None when `trainable` is False
@@ -242,7 +245,7 @@ def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regu
   return core.build(x, axes=axes, training=training, gamma=variables.get('gamma'),
                     beta=variables.get('beta'), moving=moving, epsilon=epsilon, fused=kernel,
                     update=trainable and builds_update, virtual_batch_size=virtual_batch_size,
-                    adjustment=adjustment, call=call, synchronized=synchronized)
+                    adjustment=adjustment, call=call, synchronized=synchronized, mask=mask)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ import sys
 import tensorflow as tf
 
 from tf1_bn.bn import core
+from tf1_bn.bn import masking
 from tf1_bn.legacy import layers_bn as layers
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
@@ -156,7 +157,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
                reuse=None, variables_collections=None, outputs_collections=None,
                trainable=True, batch_weights=None, fused=None, data_format='NHWC',
                zero_debias_moving_mean=False, scope=None, renorm=False, renorm_clipping=None,
-               renorm_decay=0.99, adjustment=None, synchronized=False):
+               renorm_decay=0.99, adjustment=None, synchronized=False, mask=None):
   """Drop-in for `slim.batch_norm` / `tf.contrib.layers.batch_norm` (see the module doc).
 
   `updates_collections=None` updates the moving statistics in place (the
@@ -165,7 +166,9 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   `slim.arg_scope([slim.batch_norm], ...)` (after `tf1_bn.patch_slim()`) it
   takes the scope's defaults, as slim's does. `synchronized=True` (not in
   slim) computes the training statistics over the global batch of every
-  replica: see `tf1_bn.bn.replicas`.
+  replica: see `tf1_bn.bn.replicas`. `mask` (not in slim): positions left
+  out of the batch statistics, see `tf1_bn.bn.masking`; it multiplies
+  `batch_weights`.
   """
   v.check_graph_mode('batch_norm')
   _check_data_format(data_format)
@@ -206,6 +209,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   clipping = v.check_renorm_clipping(renorm_clipping)
   renorm_decay = v.check_probability(renorm_decay, 'renorm_decay')
   synchronized = v.check_synchronized(synchronized)
+  mask = masking.check_mask(mask, shape, axes)
   if batch_weights is not None:
     weights_shape, weights_dtype = v.static_shape_and_dtype(batch_weights, 'batch_weights')
     v.check_real_dtype(weights_dtype, 'batch_weights')
@@ -222,12 +226,12 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
           initializers=initializers, regularizers=regularizers, constraints={},
           training=is_training, trainable=trainable, renorm=renorm, clipping=clipping,
           renorm_momentum=renorm_decay, fused=fused, virtual_batch_size=None,
-          adjustment=adjustment, synchronized=synchronized, collections=collections)
+          adjustment=adjustment, synchronized=synchronized, collections=collections, mask=mask)
       outputs = core.attach_update(outputs, update, 'collection', per_variable=True)
     else:
       outputs = _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializers,
                             regularizers, collections, is_training, trainable, zero_debias,
-                            batch_weights, updates_list, fused, synchronized)
+                            batch_weights, updates_list, fused, synchronized, mask)
     if activation_fn is not None:
       outputs = activation_fn(outputs)
     return _collect_outputs(outputs, sc.name, outputs_list)
@@ -235,7 +239,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
 
 def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializers, regularizers,
                 collections, is_training, trainable, zero_debias, batch_weights, updates_list,
-                fused, synchronized):
+                fused, synchronized, mask=None):
   """slim's own fused and general paths."""
   if path == 'fused':
     param_dtype, variance_kind = tf.float32, 'sample'
@@ -262,7 +266,8 @@ def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializer
   outputs, update = core.build(
       x, axes=axes, training=training, gamma=variables.get('gamma'), beta=variables.get('beta'),
       moving=moving, epsilon=epsilon, fused=None if (path == 'fused' or fused) else False,
-      update=builds_update, batch_weights=batch_weights, call=call, synchronized=synchronized)
+      update=builds_update, batch_weights=batch_weights, call=call, synchronized=synchronized,
+      mask=mask)
   if updates_list is None:
     return core.attach_update(outputs, update, 'inline')
   return core.attach_update(outputs, update, 'collection', collections=updates_list,
