@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1_bn.bn import kernels
+from tf1_bn.bn import loops
 from tf1_bn.bn import masking
 from tf1_bn.bn import replicas as replicas_lib
 from tf1_bn.bn import statistics
@@ -279,7 +280,13 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   """
   x = inputs
   batch_weights = masking.position_weights(mask, batch_weights, x)
-  _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size, batch_weights)
+  looping = loops.in_loop()
+  if looping:  # see tf1_bn.bn.loops
+    fused = False
+    loops.serialize_iterations()
+  else:  # a loop's tensors cannot be fed or fetched from outside it
+    _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size, batch_weights)
+  read = loops.read if looping else None  # None: through the variable, as outside loops
   layout = _Layout(x.shape, axes)
   stat_dtype = tf.float32 if x.dtype in HALF_DTYPES else x.dtype
   general = (moving.renorm is not None or virtual_batch_size is not None or
@@ -328,7 +335,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   inference_outputs = []
 
   def inference_branch():
-    mean, variance = moving.mean.read_value(), moving.variance.read_value()
+    mean, variance = _current(moving.mean, read), _current(moving.variance, read)
     y = _inference(x, layout, gamma, beta, mean, variance, epsilon, stat_dtype,
                    use_fused_inference)
     inference_outputs.append(y)
@@ -338,16 +345,18 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
     outputs = switch_lib.switch(training, lambda: training_branch()[0],
                                 lambda: inference_branch()[0])
     outputs.set_shape(x.shape)
-    _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
+    if not looping:
+      _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
     return outputs, None
   outputs, mean, variance, count = switch_lib.switch(training, training_branch,
                                                      inference_branch)
   outputs.set_shape(x.shape)
-  _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
+  if not looping:
+    _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
   ok = tf.logical_and(count > 0, tf.logical_and(_all_finite(mean), _all_finite(variance)))
   if known is None:
     ok = tf.logical_and(training, ok)
-  return outputs, _build_update(moving, mean, variance, ok, epsilon, after=outputs)
+  return outputs, _build_update(moving, mean, variance, ok, epsilon, after=outputs, read=read)
 
 
 def _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon):
@@ -413,27 +422,45 @@ def _factor(decay_factor, dtype):
   return tf.constant(decay_factor, dtype)
 
 
-def _masked_moving_average(variable, value, decay_factor, ok, scope=MOVING_AVERAGE_SCOPE):
+def _current(variable, read):
+  """The variable's value: read_value(), or `read(variable)` (a loop's)."""
+  return variable.read_value() if read is None else read(variable)
+
+
+def _write(kind, variable, value, name, read):
+  """tf.compat.v1.assign / assign_sub / assign_add, or in a loop (`read`
+  given) `loops.write`: no control input on the cached read, which would make
+  the While op invalid once its gradient adds inputs to it."""
+  if read is None:
+    return getattr(tf.compat.v1, kind)(variable, value, name=name)
+  return loops.write(kind, variable, value, name)
+
+
+def _masked_moving_average(variable, value, decay_factor, ok, scope=MOVING_AVERAGE_SCOPE,
+                           read=None):
   """variable -= (variable - value) * (1 - decay), only where `ok`."""
   with tf.name_scope(scope) as name:
     dtype = variable.dtype.base_dtype
-    delta = (variable - value) * _factor(decay_factor, dtype)
+    current = variable if read is None else read(variable)
+    delta = (current - value) * _factor(decay_factor, dtype)
     delta = tf.where(ok, delta, tf.zeros_like(delta))
-    return tf.compat.v1.assign_sub(variable, delta, name=name)
+    return _write('assign_sub', variable, delta, name, read)
 
 
-def _zero_debiased_average(variable, value, decay_factor, debias_vars, ok):
+def _zero_debiased_average(variable, value, decay_factor, debias_vars, ok, read=None):
   """tf.train's zero-debiased EMA: moving = biased / (1 - decay ** step)."""
   biased, local_step = debias_vars
   with tf.name_scope(MOVING_AVERAGE_SCOPE) as name:
     dtype = variable.dtype.base_dtype
     factor = _factor(decay_factor, dtype)
-    delta = (biased - value) * factor
-    new_biased = tf.compat.v1.assign_sub(biased, tf.where(ok, delta, tf.zeros_like(delta)))
-    new_step = tf.compat.v1.assign_add(local_step, tf.cast(ok, local_step.dtype.base_dtype))
+    delta = ((biased if read is None else read(biased)) - value) * factor
+    new_biased = _write('assign_sub', biased, tf.where(ok, delta, tf.zeros_like(delta)), None,
+                        read)
+    new_step = _write('assign_add', local_step, tf.cast(ok, local_step.dtype.base_dtype), None,
+                      read)
     bias_factor = 1 - tf.pow(1.0 - factor, new_step)
     unbiased = new_biased / bias_factor
-    return tf.compat.v1.assign(variable, tf.where(ok, unbiased, variable.read_value()), name=name)
+    return _write('assign', variable, tf.where(ok, unbiased, _current(variable, read)), name, read)
 
 
 def _as_op(update):
@@ -449,7 +476,7 @@ def update_layer_name(update_op):
   return name[:match.start()] if match else name
 
 
-def _build_update(moving, mean, variance, ok, epsilon, after):
+def _build_update(moving, mean, variance, ok, epsilon, after, read=None):
   """The assign ops, in tf.layers' order and names, after `after` (the
   layer's output): what the step's forward pass read of these variables is
   read before they change."""
@@ -459,27 +486,28 @@ def _build_update(moving, mean, variance, ok, epsilon, after):
     if renorm is not None:
       stddev = tf.sqrt(variance + epsilon)
       first = [
-          _masked_moving_average(renorm.renorm_mean, mean, renorm.decay_factor, ok),
-          _masked_moving_average(renorm.renorm_stddev, stddev, renorm.decay_factor, ok),
+          _masked_moving_average(renorm.renorm_mean, mean, renorm.decay_factor, ok, read=read),
+          _masked_moving_average(renorm.renorm_stddev, stddev, renorm.decay_factor, ok,
+                                 read=read),
       ]
     with tf.control_dependencies(first):
       if moving.zero_debias is not None:
         mean_op = _zero_debiased_average(moving.mean, mean, moving.decay_factor,
-                                         moving.zero_debias, ok)
+                                         moving.zero_debias, ok, read=read)
       else:
-        mean_op = _masked_moving_average(moving.mean, mean, moving.decay_factor, ok)
+        mean_op = _masked_moving_average(moving.mean, mean, moving.decay_factor, ok, read=read)
       if renorm is not None:
         new_stddev = _masked_moving_average(renorm.moving_stddev, stddev,
-                                            moving.decay_factor, ok)
+                                            moving.decay_factor, ok, read=read)
         # tf.layers keeps the stddev and derives the variance (relu against
         # rounding below zero); a skipped step rewrites the same value.
         with tf.name_scope(NEW_VALUE_SCOPE) as name:
           derived = tf.nn.relu(new_stddev * new_stddev - epsilon)
-          variance_op = tf.compat.v1.assign(
-              moving.variance, tf.where(ok, derived, moving.variance.read_value()), name=name)
+          variance_op = _write('assign', moving.variance,
+                               tf.where(ok, derived, _current(moving.variance, read)), name, read)
       else:
         variance_op = _masked_moving_average(moving.variance, variance, moving.decay_factor,
-                                             ok)
+                                             ok, read=read)
     ops = [_as_op(mean_op), _as_op(variance_op)]
     with tf.name_scope(UPDATE_SCOPE):
       group = tf.group(*ops, name='group')
@@ -497,6 +525,9 @@ def attach_update(outputs, update, style, collections=(tf.compat.v1.GraphKeys.UP
   """
   if update is None:
     return outputs
+  if loops.in_loop():  # a loop's ops cannot be fetched from outside it
+    loops.keep(update.group)
+    style = 'inline'
   if style == 'inline':
     with tf.control_dependencies([update.group]):
       return tf.identity(outputs)

@@ -1,0 +1,173 @@
+"""Every front-end inside a loop body: tf.while_loop, map_fn, scan, dynamic_rnn.
+
+Reference: numpy float64 of the same recurrence, each iteration a batch of
+its own (outputs; gradients of inputs, gamma and beta; moving statistics
+updated once per iteration in iteration order). Control flow v2 here;
+control flow v1 (process-global) in a child process running the same cases.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf1_bn
+from tests import reference
+
+v1 = tf.compat.v1
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RTOL = 1e-5
+T, B, C = 5, 4, 3
+EPS = 1e-3
+CONSTRUCTS = ('while_loop', 'map_fn', 'scan', 'dynamic_rnn')
+# front-end -> (builder(x, training), decay, variance kind on [B, C] inputs)
+FRONT_ENDS = {
+    'bn_layer': (lambda x, tr: tf1_bn.bn_layer(x, training=tr, eps=EPS, name='bn'), 0.9,
+                 'population'),
+    'batch_normalization': (lambda x, tr: tf1_bn.batch_normalization(
+        x, training=tr, epsilon=EPS, momentum=0.8, name='bn'), 0.8, 'population'),
+    # slim's fused path on 2-D inputs: Bessel-corrected variance.
+    'batch_norm': (lambda x, tr: tf1_bn.batch_norm(
+        x, is_training=tr, epsilon=EPS, decay=0.8, scale=True, scope='bn'), 0.8, 'sample'),
+}
+IDIOMS = ('minimize', 'control_dependencies')
+
+
+class _Cell:
+  """A minimal rnn cell: output BN(x_t), state the running sum of outputs."""
+
+  def __init__(self, layer):
+    self.layer = layer
+    self.state_size = C
+    self.output_size = C
+
+  def zero_state(self, batch_size, dtype):
+    return tf.zeros([batch_size, C], dtype)
+
+  def __call__(self, inputs, state, scope=None):
+    y = self.layer(inputs)
+    return y, state + y
+
+
+def _loop(construct, x, layer):
+  if construct == 'while_loop':
+    def body(i, outputs):
+      return i + 1, outputs.write(i, layer(x[i]))
+    _, outputs = tf.while_loop(lambda i, _: i < T, body,
+                               [0, tf.TensorArray(tf.float32, T)], parallel_iterations=10)
+    return outputs.stack()
+  if construct == 'map_fn':
+    return tf.map_fn(layer, x, parallel_iterations=10)
+  if construct == 'scan':
+    return tf.scan(lambda _, e: layer(e), x, initializer=tf.zeros([B, C]),
+                   parallel_iterations=10)
+  outputs, _ = v1.nn.dynamic_rnn(_Cell(layer), x, dtype=tf.float32, time_major=True)
+  return outputs
+
+
+def _data(seed):
+  rng = np.random.RandomState(seed)
+  # Each step its own mean and spread, so an update from the wrong step shows.
+  x = (rng.randn(T, B, C) * rng.uniform(0.5, 3, (T, 1, C)) + rng.randn(T, 1, C) * 3)
+  return (x.astype(np.float32), rng.randn(T, B, C).astype(np.float32),
+          rng.uniform(0.5, 1.5, C).astype(np.float32), rng.randn(C).astype(np.float32))
+
+
+def run_case(construct, front_end, idiom='minimize', seed=0):
+  """Builds the loop, takes one training step, then infers; returns the
+  largest relative error of each quantity against numpy."""
+  build, decay, kind = FRONT_ENDS[front_end]
+  x_value, upstream, gamma_value, beta_value = _data(seed)
+  with tf.Graph().as_default() as graph:
+    x = v1.placeholder(tf.float32, [T, B, C])
+    training = v1.placeholder(tf.bool, [])
+    ys = _loop(construct, x, lambda e: build(e, training))
+    loss = tf.reduce_sum(ys * upstream)
+    optimizer = v1.train.GradientDescentOptimizer(0.0)
+    if idiom == 'minimize':
+      train = tf1_bn.minimize(optimizer, loss)
+    else:
+      with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+        train = optimizer.minimize(loss)
+    tf1_bn.check_update_ops(train)
+    assert not graph.get_collection(v1.GraphKeys.UPDATE_OPS)
+    variables = {var.op.name.split('/')[-1]: var for var in v1.global_variables()}
+    grads = tf.gradients(loss, [x, variables['gamma'], variables['beta']])
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      variables['gamma'].load(gamma_value, sess)
+      variables['beta'].load(beta_value, sess)
+      _, y, dx, dgamma, dbeta = sess.run([train, ys] + grads, {x: x_value, training: True})
+      moving = sess.run([variables['moving_mean'], variables['moving_variance']])
+      inferred = sess.run(ys, {x: x_value, training: False})
+  mean, var = np.zeros(C), np.ones(C)
+  ry, rdx = np.zeros_like(y, np.float64), np.zeros_like(y, np.float64)
+  rdgamma, rdbeta = np.zeros(C), np.zeros(C)
+  for t in range(T):
+    out, bmean, bvar = reference.batch_norm_train(x_value[t], gamma_value, beta_value, EPS, -1)
+    ry[t] = out
+    dx_t, dg, db = reference.batch_norm_gradients(x_value[t], upstream[t], gamma_value, EPS, -1)
+    rdx[t], rdgamma, rdbeta = dx_t, rdgamma + dg, rdbeta + db
+    if kind == 'sample':
+      bvar = bvar * reference.bessel(B)
+    mean, var = decay * mean + (1 - decay) * bmean, decay * var + (1 - decay) * bvar
+  rinferred = reference.normalize(x_value, mean, var, gamma_value, beta_value, EPS, -1)
+  pairs = {'y': (y, ry), 'dx': (dx, rdx), 'dgamma': (dgamma, rdgamma), 'dbeta': (dbeta, rdbeta),
+           'moving_mean': (moving[0], mean), 'moving_variance': (moving[1], var),
+           'inference': (inferred, rinferred)}
+  return {name: reference.max_relative_error(*pair) for name, pair in pairs.items()}
+
+
+def _assert_close(errors):
+  bad = {name: error for name, error in errors.items() if not error < RTOL}
+  assert not bad, bad
+
+
+@pytest.mark.parametrize('construct', CONSTRUCTS)
+@pytest.mark.parametrize('front_end', sorted(FRONT_ENDS))
+def test_matches_numpy_recurrence(construct, front_end):
+  _assert_close(run_case(construct, front_end))
+
+
+@pytest.mark.parametrize('front_end', sorted(FRONT_ENDS))
+def test_update_ops_idiom(front_end):
+  _assert_close(run_case('while_loop', front_end, idiom='control_dependencies', seed=1))
+
+
+def test_loops_run_one_iteration_at_a_time():
+  # Iteration order with parallel_iterations > 1: the enclosing loop (and
+  # only it) is made to run one iteration at a time.
+  with tf.Graph().as_default() as graph:
+    x = v1.placeholder(tf.float32, [T, B, C])
+    tf.map_fn(lambda e: tf1_bn.bn_layer(e, training=True), x, parallel_iterations=10)
+    tf.map_fn(tf.nn.relu, x, parallel_iterations=10)
+    loops = [op for op in graph.get_operations() if op.type in ('While', 'StatelessWhile')]
+    assert sorted(op.get_attr('parallel_iterations') for op in loops) == [1, 10]
+
+
+def test_dropout_in_a_loop():
+  with tf.Graph().as_default():
+    x = tf.ones([T, B, C])
+    training = v1.placeholder(tf.bool, [])
+    ys = tf.map_fn(lambda e: tf1_bn.dropout(e, 0.5, training=training), x)
+    with v1.Session() as sess:
+      trained = sess.run(ys, {training: True})
+      inferred = sess.run(ys, {training: False})
+  assert set(np.unique(trained)) <= {0.0, 2.0} and 0 < np.mean(trained) < 2
+  np.testing.assert_array_equal(inferred, np.ones([T, B, C]))
+
+
+def test_control_flow_v1_in_a_child_process():
+  code = ('import tensorflow as tf; tf.compat.v1.disable_control_flow_v2(); '
+          'from tests import test_loops as t; import itertools; '
+          'cases = list(itertools.product(t.CONSTRUCTS, sorted(t.FRONT_ENDS))); '
+          '[t._assert_close(t.run_case(c, f)) for c, f in cases]; '
+          "t._assert_close(t.run_case('while_loop', 'bn_layer', 'control_dependencies', 1)); "
+          "print('cases', len(cases) + 1)")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=ROOT)
+  done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-5000:]
+  assert 'cases 13' in done.stdout
