@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from tf1_bn.bn import core
 from tf1_bn.bn import masking
+from tf1_bn.bn import steps
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
 
@@ -16,7 +17,7 @@ def _float32_decay_factor(decay):
 
 def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=-1,
              center=True, scale=True, trainable=True, updates='collection', reuse=None,
-             fused=None, synchronized=False, mask=None):
+             fused=None, synchronized=False, mask=None, step=None, max_steps=None):
   """Batch normalization for TF1 graph-mode models, driven by a training switch.
 
   y = gamma * (x - mean) / sqrt(variance + eps) + beta, per channel of `axis`.
@@ -90,6 +91,10 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
       batch statistics and their moving averages use the unmasked positions
       only, and every position is normalized with them. See
       `tf1_bn.bn.masking`.
+    step, max_steps: per-time-step statistics (given together): moving
+      mean and variance of shape [max_steps, C], row min(step, max_steps - 1)
+      used and updated; `step` a Python int or a scalar integer tensor.
+      See `tf1_bn.bn.steps`.
 
   Returns:
     The normalized tensor, same shape and dtype as `inputs`.
@@ -110,6 +115,7 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
     v.check_bool(fused, 'fused')
   synchronized = v.check_synchronized(synchronized)
   mask = masking.check_mask(mask, shape, axes)
+  step, max_steps = steps.check_step(step, max_steps)
   v.check_name(name, optional=False)
 
   param_shape = [shape[a] for a in axes]
@@ -124,16 +130,18 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
       beta = tf.compat.v1.get_variable(
           'beta', param_shape, param_dtype, tf.compat.v1.zeros_initializer(),
           trainable=trainable) if center else None
+      statistics_shape = steps.statistics_shape(param_shape, max_steps)
       moving_mean = tf.compat.v1.get_variable(
-          'moving_mean', param_shape, param_dtype, tf.compat.v1.zeros_initializer(),
+          'moving_mean', statistics_shape, param_dtype, tf.compat.v1.zeros_initializer(),
           trainable=False)
       moving_variance = tf.compat.v1.get_variable(
-          'moving_variance', param_shape, param_dtype, tf.compat.v1.ones_initializer(),
+          'moving_variance', statistics_shape, param_dtype, tf.compat.v1.ones_initializer(),
           trainable=False)
     # A frozen layer normalizes with the moving statistics, whatever `training`.
     training = False if not trainable else switch_lib.resolve_training(training)
     moving = core.MovingStatistics(moving_mean, moving_variance,
-                                   _float32_decay_factor(decay), 'population')
+                                   _float32_decay_factor(decay), 'population',
+                                   slot=steps.slot(step, max_steps))
     outputs, update = core.build(x, axes=axes, training=training, gamma=gamma, beta=beta,
                                  moving=moving, epsilon=eps, fused=fused, update=builds_update,
                                  call=call, synchronized=synchronized, mask=mask)

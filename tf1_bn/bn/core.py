@@ -40,6 +40,7 @@ from tf1_bn.bn import loops
 from tf1_bn.bn import masking
 from tf1_bn.bn import replicas as replicas_lib
 from tf1_bn.bn import statistics
+from tf1_bn.bn import steps
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common.validation import HALF_DTYPES
 
@@ -91,6 +92,9 @@ class MovingStatistics:
   variance_kind: str = 'population'
   zero_debias: Optional[tuple] = None  # (biased, local_step) variables
   renorm: Optional[Renorm] = None
+  # Per-step statistics (tf1_bn.bn.steps): the row of `mean` and `variance`
+  # this call uses and updates, an int32 scalar tensor.
+  slot: Optional[object] = None
 
 
 @dataclasses.dataclass
@@ -183,7 +187,7 @@ def _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjus
 def _shift(moving, layout, dtype):
   """The per-channel shift of a synchronized layer's sums: the moving mean,
   which every replica holds (the same value) before the step's update."""
-  return tf.stop_gradient(layout.broadcast(moving.mean.read_value(), dtype))
+  return tf.stop_gradient(layout.broadcast(_moving_value(moving.mean, moving.slot), dtype))
 
 
 def _synchronized_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment,
@@ -318,7 +322,8 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
                                                    batch_weights)
       kind = 'population'
     variance = statistics.convert_variance(variance, count, kind, moving.variance_kind)
-    mean, variance = _like(mean, moving.mean), _like(variance, moving.variance)
+    mean, variance = _like(mean, moving.mean, moving.slot), _like(variance, moving.variance,
+                                                                  moving.slot)
     count = tf.cast(count, mean.dtype)
     if averages_replicas:
       mean, variance, count = statistics.replica_average(call, mean, variance, count)
@@ -335,7 +340,8 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   inference_outputs = []
 
   def inference_branch():
-    mean, variance = _current(moving.mean, read), _current(moving.variance, read)
+    mean = _moving_value(moving.mean, moving.slot, read)
+    variance = _moving_value(moving.variance, moving.slot, read)
     y = _inference(x, layout, gamma, beta, mean, variance, epsilon, stat_dtype,
                    use_fused_inference)
     inference_outputs.append(y)
@@ -344,12 +350,14 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   if not builds_update:
     outputs = switch_lib.switch(training, lambda: training_branch()[0],
                                 lambda: inference_branch()[0])
+    outputs = _after_step_check(outputs, moving.slot)
     outputs.set_shape(x.shape)
     if not looping:
       _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
     return outputs, None
   outputs, mean, variance, count = switch_lib.switch(training, training_branch,
                                                      inference_branch)
+  outputs = _after_step_check(outputs, moving.slot)
   outputs.set_shape(x.shape)
   if not looping:
     _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
@@ -357,6 +365,15 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   if known is None:
     ok = tf.logical_and(training, ok)
   return outputs, _build_update(moving, mean, variance, ok, epsilon, after=outputs, read=read)
+
+
+def _after_step_check(outputs, slot):
+  """The outputs, after the run-time check of a tensor `step` (a negative
+  step fails whatever is fetched)."""
+  if slot is None or tf.get_static_value(slot) is not None:
+    return outputs
+  with tf.control_dependencies([slot]):
+    return tf.identity(outputs)
 
 
 def _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon):
@@ -371,6 +388,7 @@ def _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon):
   if not all(p is None or isinstance(p, tf.Variable) for p in params.values()):
     return
   record = {'input': x.name, 'output': inference_outputs[-1].name, 'axes': list(axes),
+            'step': _slot_record(moving.slot),
             'rank': x.shape.rank, 'dtype': x.dtype.base_dtype.name, 'epsilon': float(epsilon),
             **{k: (p.name if p is not None else None) for k, p in params.items()}}
   tf.compat.v1.add_to_collection(INFERENCE_RECORDS_KEY, json.dumps(record))
@@ -404,12 +422,24 @@ def _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size
       'moving_stddev': name(renorm.moving_stddev) if renorm is not None else None,
       'renorm': [name(renorm.renorm_mean), name(renorm.renorm_stddev)]
                 if renorm is not None else None,
-      'virtual_batch_size': virtual_batch_size, 'batch_weights': weights}
+      'virtual_batch_size': virtual_batch_size, 'batch_weights': weights,
+      'step': _slot_record(moving.slot)}
   tf.compat.v1.add_to_collection(LAYER_RECORDS_KEY, json.dumps(record))
 
 
-def _like(value, variable):
-  return tf.reshape(tf.cast(value, variable.dtype.base_dtype), variable.shape)
+def _slot_record(slot):
+  """A per-step layer's row in the records: an int when fixed while
+  building, 'tensor' when chosen at run time, None without per-step
+  statistics."""
+  if slot is None:
+    return None
+  value = tf.get_static_value(slot)
+  return int(value) if value is not None else 'tensor'
+
+
+def _like(value, variable, slot=None):
+  shape = variable.shape if slot is None else variable.shape[1:]
+  return tf.reshape(tf.cast(value, variable.dtype.base_dtype), shape)
 
 
 def _all_finite(t):
@@ -427,6 +457,12 @@ def _current(variable, read):
   return variable.read_value() if read is None else read(variable)
 
 
+def _moving_value(variable, slot, read=None):
+  """The moving statistic this call uses: the variable, or its row `slot`."""
+  value = _current(variable, read)
+  return value if slot is None else tf.gather(value, slot)
+
+
 def _write(kind, variable, value, name, read):
   """tf.compat.v1.assign / assign_sub / assign_add, or in a loop (`read`
   given) `loops.write`: no control input on the cached read, which would make
@@ -437,14 +473,36 @@ def _write(kind, variable, value, name, read):
 
 
 def _masked_moving_average(variable, value, decay_factor, ok, scope=MOVING_AVERAGE_SCOPE,
-                           read=None):
-  """variable -= (variable - value) * (1 - decay), only where `ok`."""
+                           read=None, slot=None):
+  """variable -= (variable - value) * (1 - decay), only where `ok` (row
+  `slot` only, for per-step statistics)."""
   with tf.name_scope(scope) as name:
     dtype = variable.dtype.base_dtype
+    if slot is not None:
+      return _scatter_moving_average(variable, value, _factor(decay_factor, dtype), ok, slot,
+                                     name, read)
     current = variable if read is None else read(variable)
     delta = (current - value) * _factor(decay_factor, dtype)
     delta = tf.where(ok, delta, tf.zeros_like(delta))
     return _write('assign_sub', variable, delta, name, read)
+
+
+def _scatter_moving_average(variable, value, factor, ok, slot, name, read):
+  """Row `slot` -= (row - value) * factor, by a scatter (the other rows are
+  not written)."""
+  if read is not None:  # in a loop: its iterations run one at a time
+    return _scatter_sub(variable, value, factor, ok, slot, name, read)
+  with steps.chained(variable) as record:
+    op = _scatter_sub(variable, value, factor, ok, slot, name, read)
+    record(op)
+  return op
+
+
+def _scatter_sub(variable, value, factor, ok, slot, name, read):
+  delta = (_moving_value(variable, slot, read) - value) * factor
+  delta = tf.where(ok, delta, tf.zeros_like(delta))
+  return tf.raw_ops.ResourceScatterSub(resource=variable.handle, indices=tf.reshape(slot, [1]),
+                                       updates=delta[tf.newaxis], name=name)
 
 
 def _zero_debiased_average(variable, value, decay_factor, debias_vars, ok, read=None):
@@ -495,7 +553,8 @@ def _build_update(moving, mean, variance, ok, epsilon, after, read=None):
         mean_op = _zero_debiased_average(moving.mean, mean, moving.decay_factor,
                                          moving.zero_debias, ok, read=read)
       else:
-        mean_op = _masked_moving_average(moving.mean, mean, moving.decay_factor, ok, read=read)
+        mean_op = _masked_moving_average(moving.mean, mean, moving.decay_factor, ok, read=read,
+                                         slot=moving.slot)
       if renorm is not None:
         new_stddev = _masked_moving_average(renorm.moving_stddev, stddev,
                                             moving.decay_factor, ok, read=read)
@@ -507,7 +566,7 @@ def _build_update(moving, mean, variance, ok, epsilon, after, read=None):
                                tf.where(ok, derived, _current(moving.variance, read)), name, read)
       else:
         variance_op = _masked_moving_average(moving.variance, variance, moving.decay_factor,
-                                             ok, read=read)
+                                             ok, read=read, slot=moving.slot)
     ops = [_as_op(mean_op), _as_op(variance_op)]
     with tf.name_scope(UPDATE_SCOPE):
       group = tf.group(*ops, name='group')

@@ -126,6 +126,12 @@ def _find_layers(graph):
         raise ValueError(f'The BN variable {name!r} is not in the graph\'s global or local '
                          'variables; recompute_statistics cannot read or restore it.')
       written[name] = variables[name]
+  per_step = sorted({r['mean'].rsplit(':', 1)[0].rpartition('/')[0] for r in records
+                     if r.get('step') is not None})
+  if per_step:
+    raise ValueError(f'BN layer(s) {", ".join(per_step)} keep per-step statistics (step, '
+                     'max_steps): recompute_statistics and audit do not recompute those yet; '
+                     'their moving statistics are left to training.')
   by_mean = collections.OrderedDict()
   for record in records:
     by_mean.setdefault(record['mean'], []).append(record)

@@ -37,12 +37,14 @@ the supported TensorFlow releases does (`tf.compat.v1.nn.fused_batch_norm`
 raised it to 1.001e-5 on old releases; none from 2.12 to 2.21 does).
 """
 import contextlib
+import functools
 
 import numpy as np
 import tensorflow as tf
 
 from tf1_bn.bn import core
 from tf1_bn.bn import masking
+from tf1_bn.bn import steps
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
 from tf1_bn.common.log import warn_once
@@ -146,7 +148,7 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
                         gamma_constraint=None, training=False, trainable=True, name=None,
                         reuse=None, renorm=False, renorm_clipping=None, renorm_momentum=0.99,
                         fused=None, virtual_batch_size=None, adjustment=None,
-                        synchronized=False, mask=None):
+                        synchronized=False, mask=None, step=None, max_steps=None):
   """Drop-in for `tf.compat.v1.layers.batch_normalization` (see the module doc).
 
   Variables under the layer scope (`batch_normalization`,
@@ -158,7 +160,9 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
   `synchronized=True` (Keras' name; not in the legacy function) computes the
   training statistics over the global batch of every replica: see
   `tf1_bn.bn.replicas`. `mask` (not in the legacy function): positions left
-  out of the batch statistics, see `tf1_bn.bn.masking`.
+  out of the batch statistics, see `tf1_bn.bn.masking`. `step` and
+  `max_steps` (not in the legacy function): per-time-step moving statistics
+  of shape [max_steps, C], see `tf1_bn.bn.steps`.
   """
   v.check_graph_mode('batch_normalization')
   shape, dtype = v.static_shape_and_dtype(inputs)
@@ -190,6 +194,9 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
   virtual_batch_size = _check_virtual_batch_size(virtual_batch_size, axes, adjustment, shape)
   synchronized = v.check_synchronized(synchronized, virtual_batch_size)
   mask = masking.check_mask(mask, shape, axes)
+  step, max_steps = steps.check_step(step, max_steps, [
+      (renorm, 'renorm'), (virtual_batch_size is not None, 'virtual_batch_size'),
+      (len(axes) != 1, f'several axes ({axes})')])
   name = v.check_name(name) or None  # '' is the default name, as for the legacy Keras layer
 
   with tf.compat.v1.variable_scope(name, default_name='batch_normalization', reuse=reuse):
@@ -201,14 +208,15 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
         constraints={'beta': beta_constraint, 'gamma': gamma_constraint},
         training=training, trainable=trainable, renorm=renorm, clipping=clipping,
         renorm_momentum=renorm_momentum, fused=fused, virtual_batch_size=virtual_batch_size,
-        adjustment=adjustment, synchronized=synchronized, warn_fallback=True, mask=mask)
+        adjustment=adjustment, synchronized=synchronized, warn_fallback=True, mask=mask,
+        step=step, max_steps=max_steps)
     return core.attach_update(outputs, update, 'collection', per_variable=True)
 
 
 def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regularizers,
                 constraints, training, trainable, renorm, clipping, renorm_momentum, fused,
                 virtual_batch_size, adjustment, synchronized=False, collections=None,
-                warn_fallback=False, mask=None):
+                warn_fallback=False, mask=None, step=None, max_steps=None):
   """A tf.layers BatchNormalization in the current variable scope.
 
   Returns (outputs, update); the update is None when `trainable` is False
@@ -228,11 +236,12 @@ def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regu
   variables = create_variables(shape_of_params, param_dtype,
                                initializers, center, scale, trainable, renorm,
                                regularizers=regularizers, constraints=constraints,
-                               collections=collections)
+                               collections=collections, max_steps=max_steps)
   training = switch_lib.resolve_training(training)
   if use_fused_semantics:
     moving = fused_moving_statistics(variables['moving_mean'], variables['moving_variance'],
                                      momentum)
+    moving.slot = steps.slot(step, max_steps)
   else:
     renorm_state = None
     if renorm:
@@ -240,6 +249,7 @@ def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regu
                                  variables['renorm_stddev'], clipping, 1.0 - renorm_momentum)
     moving = general_moving_statistics(variables['moving_mean'], variables['moving_variance'],
                                        momentum, renorm=renorm_state)
+    moving.slot = steps.slot(step, max_steps)
   # Off the legacy's fused semantics, fused=False keeps the legacy's kernel too.
   kernel = False if (fused is False and not use_fused_semantics) else None
   return core.build(x, axes=axes, training=training, gamma=variables.get('gamma'),
@@ -262,25 +272,27 @@ def unpartitioned():
 
 
 def create_variables(shape, dtype, initializers, center, scale, trainable, renorm,
-                     regularizers=None, constraints=None, collections=None, beta_first=False):
+                     regularizers=None, constraints=None, collections=None, beta_first=False,
+                     max_steps=None):
   """tf.layers' variables, in its creation order, outside any control flow.
 
   `collections` maps a variable name to extra collections (slim's
   `variables_collections`). `beta_first` is the order of slim's own fused and
-  general paths (tf.layers creates gamma first).
+  general paths (tf.layers creates gamma first). `max_steps`: per-step
+  moving statistics, one row per step (`tf1_bn.bn.steps`).
   """
   regularizers = regularizers or {}
   constraints = constraints or {}
   collections = collections or {}
 
-  def make(var_name, initializer, is_trainable):
+  def make(var_name, initializer, is_trainable, var_shape=shape):
     extra = list(collections.get(var_name) or [])
     kwargs = {}
     if extra:
       # get_variable adds TRAINABLE_VARIABLES itself for a trainable variable.
       kwargs['collections'] = [tf.compat.v1.GraphKeys.GLOBAL_VARIABLES] + extra
     return tf.compat.v1.get_variable(
-        var_name, shape, dtype, initializer, regularizer=regularizers.get(var_name),
+        var_name, var_shape, dtype, initializer, regularizer=regularizers.get(var_name),
         trainable=is_trainable, constraint=constraints.get(var_name), **kwargs)
 
   variables = {}
@@ -290,7 +302,8 @@ def create_variables(shape, dtype, initializers, center, scale, trainable, renor
       if wanted:
         variables[var_name] = make(var_name, initializers[var_name], trainable)
     with unpartitioned():
-      _create_statistics(variables, make, initializers, renorm)
+      _create_statistics(variables, functools.partial(
+          make, var_shape=steps.statistics_shape(shape, max_steps)), initializers, renorm)
   return variables
 
 

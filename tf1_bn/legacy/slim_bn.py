@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from tf1_bn.bn import core
 from tf1_bn.bn import masking
+from tf1_bn.bn import steps
 from tf1_bn.legacy import layers_bn as layers
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
@@ -157,7 +158,8 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
                reuse=None, variables_collections=None, outputs_collections=None,
                trainable=True, batch_weights=None, fused=None, data_format='NHWC',
                zero_debias_moving_mean=False, scope=None, renorm=False, renorm_clipping=None,
-               renorm_decay=0.99, adjustment=None, synchronized=False, mask=None):
+               renorm_decay=0.99, adjustment=None, synchronized=False, mask=None, step=None,
+               max_steps=None):
   """Drop-in for `slim.batch_norm` / `tf.contrib.layers.batch_norm` (see the module doc).
 
   `updates_collections=None` updates the moving statistics in place (the
@@ -168,7 +170,8 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   slim) computes the training statistics over the global batch of every
   replica: see `tf1_bn.bn.replicas`. `mask` (not in slim): positions left
   out of the batch statistics, see `tf1_bn.bn.masking`; it multiplies
-  `batch_weights`.
+  `batch_weights`. `step` and `max_steps` (not in slim): per-time-step
+  moving statistics of shape [max_steps, C], see `tf1_bn.bn.steps`.
   """
   v.check_graph_mode('batch_norm')
   _check_data_format(data_format)
@@ -210,6 +213,8 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   renorm_decay = v.check_probability(renorm_decay, 'renorm_decay')
   synchronized = v.check_synchronized(synchronized)
   mask = masking.check_mask(mask, shape, axes)
+  step, max_steps = steps.check_step(step, max_steps, [
+      (renorm, 'renorm'), (zero_debias, 'zero_debias_moving_mean')])
   if batch_weights is not None:
     weights_shape, weights_dtype = v.static_shape_and_dtype(batch_weights, 'batch_weights')
     v.check_real_dtype(weights_dtype, 'batch_weights')
@@ -226,12 +231,14 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
           initializers=initializers, regularizers=regularizers, constraints={},
           training=is_training, trainable=trainable, renorm=renorm, clipping=clipping,
           renorm_momentum=renorm_decay, fused=fused, virtual_batch_size=None,
-          adjustment=adjustment, synchronized=synchronized, collections=collections, mask=mask)
+          adjustment=adjustment, synchronized=synchronized, collections=collections, mask=mask,
+          step=step, max_steps=max_steps)
       outputs = core.attach_update(outputs, update, 'collection', per_variable=True)
     else:
       outputs = _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializers,
                             regularizers, collections, is_training, trainable, zero_debias,
-                            batch_weights, updates_list, fused, synchronized, mask)
+                            batch_weights, updates_list, fused, synchronized, mask, step,
+                            max_steps)
     if activation_fn is not None:
       outputs = activation_fn(outputs)
     return _collect_outputs(outputs, sc.name, outputs_list)
@@ -239,7 +246,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
 
 def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializers, regularizers,
                 collections, is_training, trainable, zero_debias, batch_weights, updates_list,
-                fused, synchronized, mask=None):
+                fused, synchronized, mask=None, step=None, max_steps=None):
   """slim's own fused and general paths."""
   if path == 'fused':
     param_dtype, variance_kind = tf.float32, 'sample'
@@ -249,7 +256,8 @@ def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializer
   call, builds_update = core.register_replicas(x.shape[axes[0]], synchronized)
   variables = layers.create_variables([x.shape[axes[0]]], param_dtype, initializers, center,
                                       scale, trainable, renorm=False, regularizers=regularizers,
-                                      collections=collections, beta_first=True)
+                                      collections=collections, beta_first=True,
+                                      max_steps=max_steps)
   debias = None
   if zero_debias:
     moving_mean = variables['moving_mean']
@@ -261,7 +269,8 @@ def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializer
           tf.compat.v1.get_variable('local_step', [], moving_mean.dtype.base_dtype,
                                     tf.compat.v1.zeros_initializer(), trainable=False))
   moving = core.MovingStatistics(variables['moving_mean'], variables['moving_variance'],
-                                 1.0 - decay, variance_kind, zero_debias=debias)
+                                 1.0 - decay, variance_kind, zero_debias=debias,
+                                 slot=steps.slot(step, max_steps))
   training = switch_lib.resolve_training(is_training)
   outputs, update = core.build(
       x, axes=axes, training=training, gamma=variables.get('gamma'), beta=variables.get('beta'),
