@@ -4,6 +4,7 @@ from tf1_bn.deploy.checkpoints import inspect_checkpoint, port_checkpoint, resto
 from tf1_bn.bn.dropout import dropout
 from tf1_bn.common.errors import CheckpointError, MissingUpdateOpsError, RestoreError
 from tf1_bn.deploy.export import export_inference
+from tf1_bn.legacy.bn_lstm import BNLSTMCell, BNLSTMState
 from tf1_bn.legacy.layers_bn import batch_normalization
 from tf1_bn.bn.precise import RecomputeError, audit, recompute_statistics
 from tf1_bn.bn.replicas import collective_timeout, set_collective_timeout, tower
@@ -18,6 +19,8 @@ __all__ = [
     'audit',
     'batch_norm',
     'batch_normalization',
+    'BNLSTMCell',
+    'BNLSTMState',
     'bn_layer',
     'CheckpointError',
     'check_update_ops',
