@@ -36,7 +36,24 @@ def batch_moments(x, reduction_axes, weights=None, keepdims=False):
   """
   if weights is None:
     return tf.nn.moments(x, reduction_axes, keepdims=keepdims)
+  if weights.shape.rank == x.shape.rank:
+    return _position_weighted_moments(x, reduction_axes, weights, keepdims)
   return tf.nn.weighted_moments(x, reduction_axes, weights, keepdims=keepdims)
+
+
+def _position_weighted_moments(x, reduction_axes, weights, keepdims):
+  """tf.nn.weighted_moments for per-position weights (a mask's), with their
+  total from `_total_weight` rather than from the weights broadcast to `x`
+  (one pass over `x` fewer). Mean 0 and variance 0 for a zero total."""
+  weights = tf.cast(weights, x.dtype)
+  total = _total_weight(weights, x, reduction_axes)
+  divisor = tf.where(total > 0, total, tf.ones_like(total))
+  mean = tf.reduce_sum(weights * x, reduction_axes, keepdims=True) / divisor
+  variance = tf.reduce_sum(weights * tf.math.squared_difference(x, tf.stop_gradient(mean)),
+                           reduction_axes, keepdims=True) / divisor
+  if not keepdims:
+    mean, variance = (tf.squeeze(t, reduction_axes) for t in (mean, variance))
+  return mean, variance
 
 
 def count_per_channel(x, reduction_axes, dtype):
