@@ -77,7 +77,10 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
     updates: 'collection' puts one update op per call into
       `tf.compat.v1.GraphKeys.UPDATE_OPS` (run it with your train op:
       `tf1_bn.minimize` does); 'inline' makes the output depend on the update,
-      as the classic recipe does, and adds nothing to UPDATE_OPS.
+      as the classic recipe does, and adds nothing to UPDATE_OPS. Inside a
+      loop body (tf.while_loop, dynamic_rnn, map_fn, scan) the update is
+      always inline, once per iteration in iteration order: see
+      `tf1_bn.bn.loops`.
     reuse: as for `tf.compat.v1.variable_scope`.
     fused: None uses the fused kernel where it applies (one channel axis,
       float32 / 16-bit input); False forces moments plus the normalization

@@ -162,7 +162,8 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
   `tf1_bn.bn.replicas`. `mask` (not in the legacy function): positions left
   out of the batch statistics, see `tf1_bn.bn.masking`. `step` and
   `max_steps` (not in the legacy function): per-time-step moving statistics
-  of shape [max_steps, C], see `tf1_bn.bn.steps`.
+  of shape [max_steps, C], see `tf1_bn.bn.steps`. Inside a loop body the
+  updates are made in place instead (see `tf1_bn.bn.loops`).
   """
   v.check_graph_mode('batch_normalization')
   shape, dtype = v.static_shape_and_dtype(inputs)

@@ -171,7 +171,9 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   replica: see `tf1_bn.bn.replicas`. `mask` (not in slim): positions left
   out of the batch statistics, see `tf1_bn.bn.masking`; it multiplies
   `batch_weights`. `step` and `max_steps` (not in slim): per-time-step
-  moving statistics of shape [max_steps, C], see `tf1_bn.bn.steps`.
+  moving statistics of shape [max_steps, C], see `tf1_bn.bn.steps`. Inside
+  a loop body the updates are made in place whatever `updates_collections`
+  says (see `tf1_bn.bn.loops`).
   """
   v.check_graph_mode('batch_norm')
   _check_data_format(data_format)
