@@ -175,3 +175,55 @@ def test_control_flow_v1_in_a_child_process():
                         text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-5000:]
   assert 'cases 4' in done.stdout
+
+
+
+def _step_by_step(build, x_value, masks):
+  """The same layer outside any loop, one Session.run per time step: each
+  step a batch (the reference for a loop over the steps)."""
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, x_value.shape[1:])
+    m = v1.placeholder(tf.bool, masks.shape[1:])
+    y = build(x, m)
+    train = tf1_bn.minimize(v1.train.GradientDescentOptimizer(0.0), tf.reduce_sum(y))
+    moving = _statistics_variables()
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      outputs = [sess.run([y, train], {x: x_t, m: m_t})[0] for x_t, m_t in zip(x_value, masks)]
+      return np.stack(outputs), sess.run(moving)
+
+
+def _statistics_variables():
+  return sorted((var for var in v1.global_variables()
+                 if var.op.name.split('/')[-1] not in ('gamma', 'beta')), key=lambda var: var.name)
+
+
+LOOP_VARIANTS = {
+    'renorm': lambda x, mask: tf1_bn.batch_normalization(
+        x, training=True, momentum=0.5, renorm=True, renorm_momentum=0.5, name='bn'),
+    'mask': lambda x, mask: tf1_bn.bn_layer(x, training=True, moving_decay=0.5, mask=mask,
+                                            name='bn'),
+}
+
+
+@pytest.mark.parametrize('variant', sorted(LOOP_VARIANTS))
+def test_loop_equals_one_run_per_step(variant):
+  # map_fn's caching device: renorm's own averages and the masked moving
+  # statistics must be read as the previous iteration left them.
+  build = LOOP_VARIANTS[variant]
+  x_value, _, _, _ = _data(2)
+  masks = np.random.RandomState(3).rand(T, B) > 0.3
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, x_value.shape)
+    m = v1.placeholder(tf.bool, masks.shape)
+    ys = tf.map_fn(lambda pair: build(*pair), (x, m), fn_output_signature=tf.float32)
+    train = tf1_bn.minimize(v1.train.GradientDescentOptimizer(0.0), tf.reduce_sum(ys))
+    moving = _statistics_variables()
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      looped, _ = sess.run([ys, train], {x: x_value, m: masks})
+      looped_moving = sess.run(moving)
+  expected, expected_moving = _step_by_step(build, x_value, masks)
+  assert reference.max_relative_error(looped, expected) < RTOL
+  for got, want in zip(looped_moving, expected_moving):
+    assert reference.max_relative_error(got, want) < RTOL

@@ -187,7 +187,8 @@ def _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjus
 def _shift(moving, layout, dtype):
   """The per-channel shift of a synchronized layer's sums: the moving mean,
   which every replica holds (the same value) before the step's update."""
-  return tf.stop_gradient(layout.broadcast(_moving_value(moving.mean, moving.slot), dtype))
+  read = loops.read if loops.in_loop() else None
+  return tf.stop_gradient(layout.broadcast(_moving_value(moving.mean, moving.slot, read), dtype))
 
 
 def _synchronized_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment,
@@ -213,8 +214,10 @@ def _synchronized_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, 
 def _renorm_correction(renorm, mean, variance, epsilon, dtype, layout):
   """The r and d corrections of batch renorm, from the pre-update averages."""
   stddev = tf.sqrt(variance + epsilon)
-  renorm_mean = layout.broadcast(renorm.renorm_mean, dtype)
-  renorm_stddev = tf.maximum(layout.broadcast(renorm.renorm_stddev, dtype),
+  # In a loop, the previous iteration's values (see tf1_bn.bn.loops).
+  read = loops.read if loops.in_loop() else (lambda variable: variable)
+  renorm_mean = layout.broadcast(read(renorm.renorm_mean), dtype)
+  renorm_stddev = tf.maximum(layout.broadcast(read(renorm.renorm_stddev), dtype),
                              tf.sqrt(tf.cast(epsilon, dtype)))
   r = stddev / renorm_stddev
   d = (mean - renorm_mean) / renorm_stddev
