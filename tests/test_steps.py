@@ -168,3 +168,34 @@ def test_export_and_checkpoint(tmp_path, fold):
       tf1_bn.restore(sess, str(tmp_path / 'ckpt'), var_list=v1.global_variables())
       restored = {v.op.name: sess.run(v) for v in v1.global_variables()}
   np.testing.assert_array_equal(restored['fixed/moving_mean'], saved['fixed/moving_mean'])
+
+
+def test_recompute_statistics_row_by_row():
+  # Python steps 0, 1, 2 with max_steps=2: row 0 from step 0's inputs, row 1
+  # from steps 1 and 2 together (population variance of all their values).
+  x_value = _data(4)
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [T, B, C])
+    for t in range(3):
+      tf1_bn.bn_layer(x[t], name='bn', step=t, max_steps=2, reuse=t > 0)
+    variables = {var.op.name: var for var in v1.global_variables()}
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      report = tf1_bn.recompute_statistics(sess, [{x: x_value}])
+      mean, variance = sess.run([variables['bn/moving_mean'], variables['bn/moving_variance']])
+  assert [layer.scope for layer in report.layers] == ['bn[step 0]', 'bn[step 1]']
+  rows = [x_value[0], np.concatenate([x_value[1], x_value[2]])]
+  for row, values in enumerate(rows):
+    expected_mean, expected_variance = reference.moments(values, -1)
+    assert reference.max_relative_error(mean[row], expected_mean) < RTOL
+    assert reference.max_relative_error(variance[row], expected_variance) < RTOL
+
+
+def test_recompute_statistics_refuses_a_tensor_step():
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [B, C])
+    tf1_bn.bn_layer(x, step=tf.constant(0) + 0, max_steps=2)
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      with pytest.raises(ValueError, match='tensor'):
+        tf1_bn.recompute_statistics(sess, [{x: np.ones([B, C])}])
