@@ -184,3 +184,21 @@ def test_mask_shape_checked_when_the_op_runs():
       sess.run(v1.global_variables_initializer())
       with pytest.raises(tf.errors.InvalidArgumentError, match='mask'):
         sess.run(y, {x: np.ones([4, 5, 3]), m: np.ones([4, 4], bool)})
+
+
+def test_recompute_statistics_uses_the_unmasked_positions():
+  x_value, _, _, _ = _data(5)
+  mask = _sequence_mask(LENGTHS, SHAPE[1])
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [None, 5, 3])
+    m = v1.placeholder(tf.bool, [None, 5])
+    tf1_bn.bn_layer(x, mask=m, name='bn')
+    variables = {var.op.name: var for var in v1.global_variables()}
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      tf1_bn.recompute_statistics(sess, [{x: x_value[:2], m: mask[:2]},
+                                         {x: x_value[2:], m: mask[2:]}])
+      mean, variance = sess.run([variables['bn/moving_mean'], variables['bn/moving_variance']])
+  real = x_value[mask].astype(np.float64)
+  assert reference.max_relative_error(mean, real.mean(0)) < RTOL
+  assert reference.max_relative_error(variance, real.var(0)) < RTOL
