@@ -227,3 +227,27 @@ def test_loop_equals_one_run_per_step(variant):
   assert reference.max_relative_error(looped, expected) < RTOL
   for got, want in zip(looped_moving, expected_moving):
     assert reference.max_relative_error(got, want) < RTOL
+
+
+@pytest.mark.parametrize('front_end', ['bn_layer', 'batch_norm'])
+def test_fetching_the_output_updates(front_end):
+  # In place whatever updates / updates_collections say: a training-mode
+  # fetch of the loop's output alone updates the statistics.
+  x_value, _, _, _ = _data(4)
+  layers = {'bn_layer': lambda e: tf1_bn.bn_layer(e, training=True, updates='collection'),
+            'batch_norm': lambda e: tf1_bn.batch_norm(e, is_training=True, decay=0.9,
+                                                      updates_collections=['my_updates'])}
+  with tf.Graph().as_default() as graph:
+    x = v1.placeholder(tf.float32, x_value.shape)
+    ys = tf.map_fn(layers[front_end], x)
+    assert not graph.get_collection('my_updates')
+    assert not graph.get_collection(v1.GraphKeys.UPDATE_OPS)
+    moving_mean = [var for var in v1.global_variables() if 'moving_mean' in var.name][0]
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      sess.run(ys, {x: x_value})
+      got = sess.run(moving_mean)
+  expected = np.zeros(C)
+  for step in x_value.astype(np.float64):
+    expected = 0.9 * expected + 0.1 * step.mean(0)
+  assert reference.max_relative_error(got, expected) < RTOL
