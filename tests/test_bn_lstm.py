@@ -20,18 +20,22 @@ def _sigmoid(z):
   return 1 / (1 + np.exp(-z))
 
 
-def numpy_bn_lstm(p, x, moving, training):
+def numpy_bn_lstm(p, x, moving, training, lengths=None):
   """The paper's equations; gates (f, i, o, g). Returns (outputs [B, T, H],
-  the moving statistics after the pass)."""
+  the moving statistics after the pass). With `lengths`, as dynamic_rnn's
+  sequence_length: a finished sequence keeps its state, outputs zeros and
+  is left out of the batch statistics."""
   moving = {k: [a.copy() for a in v] for k, v in moving.items()}
   c = h = np.zeros((x.shape[0], H))
+  lengths = np.full(x.shape[0], x.shape[1]) if lengths is None else np.asarray(lengths)
   outputs = []
   for t in range(x.shape[1]):
     row = min(t, MAX_STEPS - 1)
+    active = lengths > t
 
     def bn(z, name, gamma, beta=0.0):
       if training:
-        mean, var = z.mean(0), z.var(0)
+        mean, var = z[active].mean(0), z[active].var(0)
         moving[name][0][row] = MOMENTUM * moving[name][0][row] + (1 - MOMENTUM) * mean
         moving[name][1][row] = MOMENTUM * moving[name][1][row] + (1 - MOMENTUM) * var
       else:
@@ -41,9 +45,11 @@ def numpy_bn_lstm(p, x, moving, training):
     gates = (bn(x[:, t] @ p['kernel_x'], 'bn_x', p['bn_x/gamma']) +
              bn(h @ p['kernel_h'], 'bn_h', p['bn_h/gamma']) + p['bias'])
     f, i, o, g = np.split(gates, 4, axis=1)
-    c = _sigmoid(f + FORGET_BIAS) * c + _sigmoid(i) * np.tanh(g)
-    h = _sigmoid(o) * np.tanh(bn(c, 'bn_c', p['bn_c/gamma'], p['bn_c/beta']))
-    outputs.append(h)
+    new_c = _sigmoid(f + FORGET_BIAS) * c + _sigmoid(i) * np.tanh(g)
+    new_h = _sigmoid(o) * np.tanh(bn(new_c, 'bn_c', p['bn_c/gamma'], p['bn_c/beta']))
+    c = np.where(active[:, None], new_c, c)
+    h = np.where(active[:, None], new_h, h)
+    outputs.append(np.where(active[:, None], new_h, 0.0))
   return np.stack(outputs, 1), moving
 
 
@@ -56,10 +62,17 @@ def _short(name):
   return name.split('bn_lstm_cell/')[-1].split(':')[0]
 
 
+LENGTHS = [3, 1, 2, 3, 2]
+
+
 def _build(construct, x, dtype):
   cell = tf1_bn.BNLSTMCell(H, MAX_STEPS, momentum=MOMENTUM, epsilon=EPS)
   if construct == 'dynamic_rnn':
     outputs, _ = v1.nn.dynamic_rnn(cell, x, dtype=dtype)
+  elif construct == 'sequence_length':
+    cell = tf1_bn.BNLSTMCell(H, MAX_STEPS, momentum=MOMENTUM, epsilon=EPS,
+                             sequence_length=LENGTHS)
+    outputs, _ = v1.nn.dynamic_rnn(cell, x, dtype=dtype, sequence_length=LENGTHS)
   elif construct == 'static_rnn':
     outputs, _ = v1.nn.static_rnn(cell, tf.unstack(x, axis=1), dtype=dtype)
     outputs = tf.stack(outputs, 1)
@@ -99,25 +112,30 @@ def _run(construct, dtype, seed=0):
 
 # bidirectional_dynamic_rnn runs the forward cell under dynamic_rnn; the
 # gradient test below uses dynamic_rnn itself.
-@pytest.mark.parametrize('construct', ['static_rnn', 'bidirectional'])
+@pytest.mark.parametrize('construct', ['static_rnn', 'bidirectional', 'sequence_length'])
 def test_outputs_moving_statistics_and_inference(construct):
   x, _, values, _, y, _, moving, inferred = _run(construct, tf.float32)
-  expected, expected_moving = numpy_bn_lstm(values, x, _fresh_moving(), training=True)
+  lengths = LENGTHS if construct == 'sequence_length' else None
+  expected, expected_moving = numpy_bn_lstm(values, x, _fresh_moving(), training=True,
+                                            lengths=lengths)
   assert reference.max_relative_error(y, expected) < RTOL
   for name, (mean, var) in expected_moving.items():
     [got_mean] = [m for k, m in moving.items() if f'{name}/moving_mean' in k]
     [got_var] = [m for k, m in moving.items() if f'{name}/moving_variance' in k]
     assert reference.max_relative_error(got_mean, mean) < RTOL, name
     assert reference.max_relative_error(got_var, var) < RTOL, name
-  expected_inference, _ = numpy_bn_lstm(values, x, expected_moving, training=False)
+  expected_inference, _ = numpy_bn_lstm(values, x, expected_moving, training=False,
+                                        lengths=lengths)
   assert reference.max_relative_error(inferred, expected_inference) < RTOL
 
 
 def test_gradients_match_finite_differences():
-  x, upstream, values, names, _, gradients, _, _ = _run('dynamic_rnn', tf.float64, seed=1)
+  # dynamic_rnn with sequence_length: the masked statistics' gradients too.
+  x, upstream, values, names, _, gradients, _, _ = _run('sequence_length', tf.float64, seed=1)
 
   def loss(p, inputs):
-    return float((numpy_bn_lstm(p, inputs, _fresh_moving(), training=True)[0] * upstream).sum())
+    outputs = numpy_bn_lstm(p, inputs, _fresh_moving(), training=True, lengths=LENGTHS)[0]
+    return float((outputs * upstream).sum())
 
   def numeric(array, evaluate, h=1e-6):
     grad = np.zeros_like(array)
@@ -160,6 +178,7 @@ def test_defaults_and_state():
     (dict(num_units=0, max_steps=2), 'num_units'),
     (dict(num_units=2, max_steps=0), 'max_steps'),
     (dict(num_units=2, max_steps=2, training='yes'), 'training'),
+    (dict(num_units=2, max_steps=2, sequence_length=[1.5, 2.0]), 'sequence_length'),
 ])
 def test_bad_arguments(kwargs, message):
   with pytest.raises((ValueError, TypeError), match=message):

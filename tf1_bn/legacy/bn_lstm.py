@@ -34,10 +34,18 @@ The state is `BNLSTMState(c, h, step)`: c and h `[batch, num_units]` in the
 input's dtype, and `step` `[batch, 1]` int32, the time step (0 in
 `zero_state`, +1 at each call), carried in the state so that the cell picks
 the statistics row itself under `dynamic_rnn` (whose loop counter it does not
-see), `static_rnn` and `bidirectional_dynamic_rnn`. With `sequence_length`
-the finished examples keep their step; the row used is that of the longest
-running sequence (every example of a batch is at the same time step).
-A custom initial state must start `step` at 0 (or at the step it resumes).
+see), `static_rnn` and `bidirectional_dynamic_rnn`. A custom initial state
+must start `step` at 0 (or at the step it resumes), the same for every
+example.
+
+Padded batches: pass the lengths to the cell too,
+`BNLSTMCell(..., sequence_length=lengths)` with
+`dynamic_rnn(cell, x, sequence_length=lengths)`: at step t only the
+sequences with t < length enter the batch statistics (the others are
+masked, see `tf1_bn.bn.masking`), so padding never shifts them. (The rnn
+functions stop a finished sequence's state and outputs but still call the
+cell on the whole batch; from its state alone the cell cannot tell a
+sequence that just ended from one that goes on.)
 
 `training`: None (default) means the graph's switch
 `tf1_bn.training_placeholder()` (feed it True to train), as for
@@ -68,7 +76,7 @@ class BNLSTMCell:
 
   def __init__(self, num_units, max_steps, training=None, forget_bias=1.0, momentum=0.99,
                epsilon=1e-3, gamma_init=GAMMA_INIT, activation=None, name='bn_lstm_cell',
-               reuse=None):
+               reuse=None, sequence_length=None):
     """
     Args:
       num_units: the LSTM's size, an int >= 1.
@@ -83,6 +91,9 @@ class BNLSTMCell:
       activation: the cell and output nonlinearity; None for tanh.
       name: the variable scope when `__call__` gets no `scope`.
       reuse: as for `tf.compat.v1.variable_scope`.
+      sequence_length: None, or the [batch] int lengths given to the rnn
+        function: steps past a sequence's length are left out of the batch
+        statistics.
     """
     self._num_units = v.check_integer(num_units, 'num_units', low=1)
     self._max_steps = v.check_integer(max_steps, 'max_steps', low=1)
@@ -94,6 +105,13 @@ class BNLSTMCell:
     self._activation = v.check_callable(activation, 'activation') or tf.tanh
     self._name = v.check_name(name, optional=False)
     self._reuse = v.check_reuse(reuse)
+    self._lengths = None
+    if sequence_length is not None:
+      shape, dtype = v.static_shape_and_dtype(sequence_length, 'sequence_length')
+      if not dtype.is_integer or shape.rank != 1:
+        raise TypeError(f'`sequence_length` must be a [batch] integer tensor or array, received '
+                        f'{dtype.name} of shape {shape}.')
+      self._lengths = sequence_length
 
   @property
   def state_size(self):
@@ -108,12 +126,12 @@ class BNLSTMCell:
     zeros = tf.zeros(tf.stack([batch_size, self._num_units]), dtype)
     return BNLSTMState(zeros, zeros, tf.zeros(tf.stack([batch_size, 1]), tf.int32))
 
-  def _bn(self, x, name, step, center):
+  def _bn(self, x, name, step, center, active):
     return layers_bn.batch_normalization(
         x, momentum=self._momentum, epsilon=self._epsilon, center=center,
         gamma_initializer=tf.compat.v1.constant_initializer(self._gamma_init),
         training=switch_lib.resolve_training(self._training), name=name, step=step,
-        max_steps=self._max_steps)
+        max_steps=self._max_steps, mask=active)
 
   def __call__(self, inputs, state, scope=None):
     """One time step; returns (h_t, BNLSTMState(c_t, h_t, step + 1))."""
@@ -134,13 +152,15 @@ class BNLSTMCell:
                                              tf.compat.v1.orthogonal_initializer())
         bias = tf.compat.v1.get_variable('bias', [4 * units], dtype,
                                          tf.compat.v1.zeros_initializer())
-      # Every example is at the same time step: the longest running one's
-      # (finished ones keep theirs under sequence_length); 0 for an empty batch.
+      # Every example is at the same time step (0 for an empty batch).
       t = tf.reduce_max(tf.concat([tf.reshape(step, [-1]), [0]], 0))
-      gates = (self._bn(tf.matmul(x, kernel_x), 'bn_x', t, center=False) +
-               self._bn(tf.matmul(h, kernel_h), 'bn_h', t, center=False) + bias)
+      active = None
+      if self._lengths is not None:
+        active = tf.cast(t, tf.int64) < tf.cast(self._lengths, tf.int64)
+      gates = (self._bn(tf.matmul(x, kernel_x), 'bn_x', t, False, active) +
+               self._bn(tf.matmul(h, kernel_h), 'bn_h', t, False, active) + bias)
       f, i, o, g = tf.split(gates, 4, axis=1)
       new_c = (tf.sigmoid(f + tf.cast(self._forget_bias, dtype)) * c +
                tf.sigmoid(i) * self._activation(g))
-      new_h = tf.sigmoid(o) * self._activation(self._bn(new_c, 'bn_c', t, center=True))
+      new_h = tf.sigmoid(o) * self._activation(self._bn(new_c, 'bn_c', t, True, active))
     return new_h, BNLSTMState(new_c, new_h, step + 1)
