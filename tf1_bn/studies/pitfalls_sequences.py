@@ -1,11 +1,11 @@
 """`tf1-bn pitfalls` items for sequences: BN inside a while_loop, and padding
-in the batch statistics. Each is a registered pitfall (see `pitfalls.py`):
-it reproduces the problem on the installed TensorFlow and shows tf1_bn's
-result against numpy.
+in the batch statistics. Each is an item of `pitfall_items.pitfall` (it
+reproduces the problem on the installed TensorFlow and shows tf1_bn's result
+against numpy); `pitfalls.py` lists them after its own items.
 """
 import numpy as np
 
-from tf1_bn.studies.pitfalls import _error_text, _pitfall, _tf
+from tf1_bn.studies.pitfall_items import error_text, pitfall, tf_modules
 
 LOOP_STEPS, LOOP_BATCH, LOOP_CHANNELS = 3, 4, 2
 LOOP_MOMENTUM = 0.9
@@ -25,10 +25,10 @@ def _loop_model(tf, v1, x, layer):
   return loss
 
 
-@_pitfall('BN inside a tf.while_loop: the UPDATE_OPS idiom fails', needs_legacy=True)
+@pitfall('BN inside a tf.while_loop: the UPDATE_OPS idiom fails', needs_legacy=True)
 def bn_in_while_loop(outcome):
   import tf1_bn
-  tf, v1 = _tf()
+  tf, v1 = tf_modules()
   data = _loop_data()
   with tf.Graph().as_default():
     x = v1.placeholder(tf.float32, data.shape)
@@ -39,7 +39,7 @@ def bn_in_while_loop(outcome):
       with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
         return v1.train.GradientDescentOptimizer(0.1).minimize(loss)
 
-    legacy_error = _error_text(build_train_op)
+    legacy_error = error_text(build_train_op)
   outcome.reproduced = bool(legacy_error) and 'is not an element of this graph' in legacy_error
   lines = (legacy_error or '').splitlines()
   outcome.evidence = (
@@ -77,10 +77,10 @@ def bn_in_while_loop(outcome):
 PADDING_BATCH, PADDING_STEPS = 4, 6
 
 
-@_pitfall('Padding shifts the batch statistics of sequences')
+@pitfall('Padding shifts the batch statistics of sequences')
 def padding_shifts_statistics(outcome):
   import tf1_bn
-  tf, v1 = _tf()
+  tf, v1 = tf_modules()
   rng = np.random.RandomState(0)
   # Real values around 3.0; half of the positions are padding (zeros).
   lengths = np.array([6, 3, 2, 1])
@@ -116,8 +116,11 @@ def padding_shifts_statistics(outcome):
   outcome.remedy_ok = (abs(float(moving_mean[0]) - real_values.mean()) < 1e-5 and
                        abs(float(moving_variance[0]) - real_values.var()) < 1e-4 and
                        error < 1e-4)
-  outcome.details = dict(lengths=lengths.tolist(), real_mean=real_values.mean(),
-                         padded_mean=float(plain_mean[0]), masked_mean=float(moving_mean[0]))
+  outcome.details = dict(lengths=lengths.tolist(), padded=padded[:, :, 0].tolist(),
+                         real_mean=real_values.mean(), padded_mean=float(plain_mean[0]),
+                         padded_variance=float(plain_variance[0]),
+                         masked_mean=float(moving_mean[0]),
+                         masked_variance=float(moving_variance[0]))
 
 
 PITFALLS = (bn_in_while_loop, padding_shifts_statistics)
