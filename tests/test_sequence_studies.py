@@ -1,4 +1,5 @@
-"""The sequence study, its pitfalls and its benchmark cases (tiny sizes)."""
+"""The sequence study and its pitfalls (tiny sizes; the bench's sequence
+cases are tested in test_bench.py)."""
 import importlib.util
 import os
 import subprocess
@@ -7,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tf1_bn.studies import bench_sequences, pitfalls_sequences, sequence_study
+from tf1_bn.studies import pitfalls_sequences, sequence_study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,15 +56,3 @@ def test_while_loop_pitfall_with_the_legacy_layer():
                         text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   assert done.stdout.strip().splitlines()[-1] == 'True True False'
-
-
-@pytest.mark.parametrize('case, reference', [
-    (lambda: bench_sequences.masked_case((4, 3, 2), steps=2, warmup=1), 'bn_layer(x)'),
-    (lambda: bench_sequences.bn_lstm_case((3, 2, 2, 4), steps=2, warmup=1), 'LSTM'),
-])
-def test_bench_cases_run_at_tiny_sizes(case, reference):
-  rows = case()
-  assert len(rows) >= 2
-  [own] = [row for row in rows if row['implementation'] == reference]
-  assert own['ratio'] == 1.0
-  assert all(row['ms'] > 0 and row['reference'] == reference for row in rows)

@@ -550,20 +550,29 @@ def fold_cases(shape, settings):
                'exported, unfolded')]
 
 
-class _TfLayersRunner(SessionRunner):
-  """A step of the tf.compat.v1.layers CNN of `tf1_bn.studies.bench_layers`,
-  built on one layers namespace in its own graph and session."""
+class _BuiltStepRunner(SessionRunner):
+  """A step that `build()` makes, `(fetch, feed, init)`, in a graph and
+  session of its own (the bench's session config)."""
 
-  def __init__(self, layers, shape, mode):
+  def __init__(self, build):
     import tensorflow as tf
-    from tf1_bn.studies import bench_layers
     self.graph = tf.Graph()
-    with self.graph.as_default(), warnings.catch_warnings():
-      # The legacy layers warn that each function is deprecated, once per call site.
-      warnings.filterwarnings('ignore', r'`tf\.layers\.\w+` is deprecated', UserWarning)
-      self.fetch, self.feed, init = bench_layers.build_step(layers, shape, mode)
+    with self.graph.as_default():
+      self.fetch, self.feed, init = build()
       self.sess = tf.compat.v1.Session(config=session_config())
       self.sess.run(init)
+
+
+class _TfLayersRunner(_BuiltStepRunner):
+  """A step of the tf.compat.v1.layers CNN of `tf1_bn.studies.bench_layers`,
+  built on one layers namespace."""
+
+  def __init__(self, layers, shape, mode):
+    from tf1_bn.studies import bench_layers
+    with warnings.catch_warnings():
+      # The legacy layers warn that each function is deprecated, once per call site.
+      warnings.filterwarnings('ignore', r'`tf\.layers\.\w+` is deprecated', UserWarning)
+      super().__init__(lambda: bench_layers.build_step(layers, shape, mode))
 
 
 @register_case_kind('layers', 'layers:64x32x32x3',
@@ -582,6 +591,36 @@ def tf_layers_cases(shape, settings):
 
     cases.append(Case(f'layers {"x".join(map(str, shape))} float32 {mode}', runners, reference))
   return cases
+
+
+def _built_step_case(title, steps, reference, bound_input=None):
+  """A Case of `_BuiltStepRunner`s, one per `{row: build}` of `steps()`."""
+  def runners():
+    return {name: _BuiltStepRunner(build) for name, build in steps().items()}
+  return Case(title, runners, reference, bound_input)
+
+
+@register_case_kind('masked', 'masked:64x50x256',
+                    'BN on a zero-padded [B, T, C] batch, a training step whatever --modes '
+                    'says: bn_layer(x, mask=m) against bn_layer(x) on the same tensor, '
+                    'unfused, and weighted moments by hand', 3)
+def masked_cases(shape, settings):
+  from tf1_bn.studies import bench_sequences
+  del settings  # float32, train: the mask only changes the training statistics
+  return [_built_step_case(f'masked {"x".join(map(str, shape))} float32 train',
+                           lambda: bench_sequences.masked_steps(shape),
+                           bench_sequences.UNMASKED, (tuple(shape), 'float32'))]
+
+
+@register_case_kind('bnlstm', 'bnlstm:64x8x8x128',
+                    'a dynamic_rnn training step over T steps of D inputs, U units, whatever '
+                    '--modes says: BNLSTMCell against the same LSTM without BN', 4)
+def bn_lstm_cases(shape, settings):
+  from tf1_bn.studies import bench_sequences
+  del settings  # float32, train
+  return [_built_step_case(f'bnlstm {"x".join(map(str, shape))} float32 train',
+                           lambda: bench_sequences.bn_lstm_steps(shape),
+                           bench_sequences.LSTM)]
 
 
 class _BuildRunner:

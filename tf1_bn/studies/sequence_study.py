@@ -48,7 +48,7 @@ MODELS = ('LSTM', 'BNLSTMCell', 'padded, BN without mask', 'padded, BN with mask
 LSTMState = collections.namedtuple('LSTMState', ('c', 'h'))
 
 
-class _LSTMCell:
+class BaselineLSTMCell:
   """The baseline: BNLSTMCell's equations and initializers without BN
   (f, i, o, g; forget bias 1), on the rnn-cell protocol."""
 
@@ -92,7 +92,7 @@ def _logits(name, x, lengths):
   """The model's logits, and the padded models' BN input and mask (else None)."""
   statistics = None
   if name == 'LSTM':
-    _, state = v1.nn.dynamic_rnn(_LSTMCell(UNITS), x, dtype=tf.float32)
+    _, state = v1.nn.dynamic_rnn(BaselineLSTMCell(UNITS), x, dtype=tf.float32)
   elif name == 'BNLSTMCell':
     cell = BNLSTMCell(UNITS, ROWS, momentum=BN_DECAY)
     _, state = v1.nn.dynamic_rnn(cell, x, dtype=tf.float32)
@@ -103,7 +103,7 @@ def _logits(name, x, lengths):
     projected = tf.einsum('btr,rp->btp', x, kernel)
     normalized = bn_layer(projected, name='bn', moving_decay=BN_DECAY,
                           mask=mask if name.endswith('with mask') else None)
-    _, state = v1.nn.dynamic_rnn(_LSTMCell(UNITS), tf.nn.relu(normalized), dtype=tf.float32,
+    _, state = v1.nn.dynamic_rnn(BaselineLSTMCell(UNITS), tf.nn.relu(normalized), dtype=tf.float32,
                                  sequence_length=lengths)
     statistics = (projected, mask)
   with v1.variable_scope('head'):
