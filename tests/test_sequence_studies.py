@@ -1,5 +1,6 @@
-"""The sequence study and its pitfalls (tiny sizes; the bench's sequence
-cases are tested in test_bench.py)."""
+"""The sequence study, its figure and `tf1-bn demo --sequences`, and its
+pitfalls (tiny sizes; the bench's sequence cases are tested in
+test_bench.py)."""
 import importlib.util
 import os
 import subprocess
@@ -8,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from tf1_bn.studies import pitfalls_sequences, sequence_study
+from PIL import Image
+
+from tf1_bn.studies import demo, pitfalls_sequences, sequence_study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,8 +26,12 @@ def test_cut_keeps_4_to_8_rows_and_zeroes_the_rest():
     assert not padded[row, length:].any()
 
 
-def test_study_rows():
-  rows = sequence_study.run(steps=4, eval_every=2)
+@pytest.fixture(scope='module')
+def rows():
+  return sequence_study.run(steps=4, eval_every=2)
+
+
+def test_study_rows(rows):
   assert [row['model'] for row in rows] == list(sequence_study.MODELS)
   for row in rows:
     assert [step for step, _ in row['curve']] == [2, 4]
@@ -56,3 +63,39 @@ def test_while_loop_pitfall_with_the_legacy_layer():
                         text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   assert done.stdout.strip().splitlines()[-1] == 'True True False'
+
+
+def test_sequence_figure_plots_each_curve_in_labelled_panels(rows, tmp_path):
+  fig = demo.plot_sequences(rows, tmp_path / demo.SEQUENCES_PICTURE)
+  assert len(fig.axes) == 2
+  for ax, models in zip(fig.axes, (sequence_study.MODELS[:2], sequence_study.MODELS[2:])):
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(models)
+    for line, row in zip(ax.get_lines(), [r for r in rows if r['model'] in models]):
+      steps, accuracy = zip(*row['curve'])
+      np.testing.assert_array_equal(line.get_xdata(), steps)
+      np.testing.assert_array_equal(line.get_ydata(), accuracy)
+  with Image.open(tmp_path / demo.SEQUENCES_PICTURE) as picture:
+    assert picture.info['dpi'] == pytest.approx((demo.DPI, demo.DPI), abs=0.05)
+  # One group only (say a run of the padded models): one panel.
+  assert len(demo.plot_sequences(rows[2:], tmp_path / 'padded.png').axes) == 1
+
+
+def test_demo_with_sequences_adds_the_table_and_the_figure(tmp_path):
+  docs = tmp_path / 'docs'
+  docs.mkdir()
+  (docs / demo.DOCS_PAGE).write_text(f'# Demo\n\n{demo.BEGIN_MARKER}\nold\n{demo.END_MARKER}\n')
+  out = tmp_path / 'out'
+  argv = ['--steps', '10', '--eval-every', '5', '--sequences', '--sequence-steps', '2',
+          '--out', str(out), '--write-docs', '--docs', str(docs)]
+  assert demo.main(argv) == 0
+  text = (out / 'demo.md').read_text()
+  section = text.split('## Sequences (2 steps)\n\n')[1]
+  models = [line.split(' | ')[0].strip('| ') for line in section.splitlines()[2:6]]
+  assert models == list(sequence_study.MODELS)
+  for folder in (out, docs):
+    assert (folder / demo.SEQUENCES_PICTURE).exists()
+  page = (docs / demo.DOCS_PAGE).read_text()
+  assert '## Sequences (2 steps)' in page and f']({demo.SEQUENCES_PICTURE})' in page
+  with pytest.raises(ValueError, match='--sequence-steps must be >= 1, received 0'):
+    demo.main(['--sequences', '--sequence-steps', '0'])

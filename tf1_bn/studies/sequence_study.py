@@ -43,6 +43,8 @@ TARGET_ACCURACY = 0.9
 LEARNING_RATE = 0.005
 BATCH_SIZE = 32
 BN_DECAY = 0.9
+STEPS = 300
+EVAL_EVERY = 25
 MODELS = ('LSTM', 'BNLSTMCell', 'padded, BN without mask', 'padded, BN with mask')
 
 LSTMState = collections.namedtuple('LSTMState', ('c', 'h'))
@@ -113,7 +115,7 @@ def _logits(name, x, lengths):
   return tf.matmul(state.h, w) + b, statistics
 
 
-def train_model(name, split, steps, batch_size=BATCH_SIZE, seed=0, eval_every=25):
+def train_model(name, split, steps, batch_size=BATCH_SIZE, seed=0, eval_every=EVAL_EVERY):
   """Trains one model; returns its row: curve [(step, test accuracy)],
   steps_to_target (None if never), final_accuracy, seconds, and for the
   padded models the BN statistics' distance from the real rows'."""
@@ -168,7 +170,7 @@ def _statistics_gap(sess, statistics, moving, x, lengths, train_x, train_lengths
           'padding_mean_gap': float(np.max(np.abs(padded_mean - mean) / std))}
 
 
-def run(steps=300, batch_size=BATCH_SIZE, seed=0, eval_every=25, models=MODELS):
+def run(steps=STEPS, batch_size=BATCH_SIZE, seed=0, eval_every=EVAL_EVERY, models=MODELS):
   """Trains every model of `models`; returns their rows (see train_model)."""
   split = digits.load(seed)
   return [train_model(name, split, steps, batch_size, seed, eval_every) for name in models]
@@ -195,7 +197,7 @@ def report(rows):
 def main(argv=None):
   parser = argparse.ArgumentParser(prog='python -m tf1_bn.studies.sequence_study',
                                    description=__doc__.splitlines()[0])
-  parser.add_argument('--steps', type=int, default=300)
+  parser.add_argument('--steps', type=int, default=STEPS)
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
   tf.get_logger().setLevel('ERROR')
