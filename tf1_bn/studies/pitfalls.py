@@ -9,6 +9,10 @@ with TF_USE_LEGACY_KERAS=1; the command re-runs itself with it set) and are
 skipped with a message when tf-keras is missing; the two that train on the
 digits need scikit-learn (the [demo] extra) and are skipped with a message
 without it. Skipped pitfalls do not change the exit status.
+
+An item is a function decorated with `pitfall_items.pitfall`; this module
+defines the classic ones and lists them in `PITFALLS`, followed by those of
+`pitfalls_sequences` (BN in a while_loop, padding in sequences).
 """
 import argparse
 import dataclasses
