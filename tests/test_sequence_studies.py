@@ -1,4 +1,4 @@
-"""The sequence study, its figure and `tf1-bn demo --sequences`, and its
+"""The sequence study, its figure and its part of `tf1-bn demo`, and its
 pitfalls (tiny sizes; the bench's sequence cases are tested in
 test_bench.py)."""
 import importlib.util
@@ -81,21 +81,34 @@ def test_sequence_figure_plots_each_curve_in_labelled_panels(rows, tmp_path):
   assert len(demo.plot_sequences(rows[2:], tmp_path / 'padded.png').axes) == 1
 
 
-def test_demo_with_sequences_adds_the_table_and_the_figure(tmp_path):
+@pytest.mark.parametrize('option', ['--sequences', '--no-sequences'])
+def test_demo_runs_the_sequence_study_unless_told_not_to(option, tmp_path):
+  """The default demo (`--sequences`) adds the study's table and figure, in
+  --out and in the docs block; `--no-sequences` leaves both out."""
   docs = tmp_path / 'docs'
   docs.mkdir()
   (docs / demo.DOCS_PAGE).write_text(f'# Demo\n\n{demo.BEGIN_MARKER}\nold\n{demo.END_MARKER}\n')
   out = tmp_path / 'out'
-  argv = ['--steps', '10', '--eval-every', '5', '--sequences', '--sequence-steps', '2',
+  argv = ['--steps', '10', '--eval-every', '5', option, '--sequence-steps', '2',
           '--out', str(out), '--write-docs', '--docs', str(docs)]
   assert demo.main(argv) == 0
   text = (out / 'demo.md').read_text()
+  page = (docs / demo.DOCS_PAGE).read_text()
+  picture = demo.SEQUENCES_PICTURE
+  if option == '--no-sequences':
+    assert '## Sequences' not in text and '## Sequences' not in page
+    assert not (out / picture).exists() and not (docs / picture).exists()
+    assert f']({picture})' not in page
+    return
   section = text.split('## Sequences (2 steps)\n\n')[1]
   models = [line.split(' | ')[0].strip('| ') for line in section.splitlines()[2:6]]
   assert models == list(sequence_study.MODELS)
   for folder in (out, docs):
-    assert (folder / demo.SEQUENCES_PICTURE).exists()
-  page = (docs / demo.DOCS_PAGE).read_text()
-  assert '## Sequences (2 steps)' in page and f']({demo.SEQUENCES_PICTURE})' in page
+    assert (folder / picture).exists()
+  assert '## Sequences (2 steps)' in page and f']({picture})' in page
+  assert sorted(p.name for p in out.iterdir()) == sorted(('demo.md',) + demo.PICTURES)
+
+
+def test_demo_refuses_sequence_steps_below_one():
   with pytest.raises(ValueError, match='--sequence-steps must be >= 1, received 0'):
-    demo.main(['--sequences', '--sequence-steps', '0'])
+    demo.main(['--sequence-steps', '0'])

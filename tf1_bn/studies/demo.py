@@ -6,11 +6,10 @@ on the held-out split without that feed (the moving statistics normalize).
 All models share the seed, the steps, the optimizer and the data order, so
 the table compares the layers only.
 
-`--sequences` adds the sequence study (`sequence_study`: the digits read as
-8-row sequences, an LSTM against `tf1_bn.BNLSTMCell`, and padded sequences
-with and without `mask=`), its table and `sequences.png`. It is not in the
-default run: at its 300 steps it takes about 40 s more on two cores, longer
-than the rest of the demo.
+The sequence study (`sequence_study`: the digits read as 8-row sequences,
+an LSTM against `tf1_bn.BNLSTMCell`, and padded sequences with and without
+`mask=`) follows, with its table and `sequences.png`; it adds about 5 s on
+two cores (`--no-sequences` skips it).
 """
 import argparse
 import dataclasses
@@ -580,8 +579,8 @@ def precise_audit_table(studied):
 DOCS_PAGE = 'demo.md'
 BEGIN_MARKER = '<!-- demo:begin -->'
 END_MARKER = '<!-- demo:end -->'
-PICTURES = ('demo.png', 'precise.png', 'towers.png')
-SEQUENCES_PICTURE = 'sequences.png'  # with --sequences only
+SEQUENCES_PICTURE = 'sequences.png'  # not with --no-sequences
+PICTURES = ('demo.png', 'precise.png', 'towers.png', SEQUENCES_PICTURE)
 _PICTURE_TEXT = {'demo.png': 'test error, training loss and moving statistics of every model',
                  'precise.png': 'moving against recomputed statistics',
                  'towers.png': 'local against synchronized statistics on 8 towers',
@@ -665,12 +664,12 @@ def build_parser(parser=None):
                       f'{BEGIN_MARKER} and {END_MARKER} (with the date, machine and command) '
                       'and copy the pictures into DOCS')
   parser.add_argument('--docs', default='docs', help='the DOCS folder of --write-docs')
-  parser.add_argument('--sequences', action='store_true',
-                      help='also run the sequence study (the digits as 8-row sequences: LSTM '
-                      'against BNLSTMCell, padded sequences with and without mask=; about 40 s '
-                      f'more) and write {SEQUENCES_PICTURE}')
+  parser.add_argument('--sequences', action=argparse.BooleanOptionalAction, default=True,
+                      help='run the sequence study (the digits as 8-row sequences: LSTM against '
+                      'BNLSTMCell, padded sequences with and without mask=) and write '
+                      f'{SEQUENCES_PICTURE}; --no-sequences skips it')
   parser.add_argument('--sequence-steps', type=int, default=sequence_study.STEPS,
-                      help='training steps per model of --sequences')
+                      help='training steps per model of the sequence study')
   return parser
 
 
@@ -693,12 +692,11 @@ def main(argv=None):
                        'Audit (before recomputing):', precise_audit_table(studied),
                        f'## Small batches at scale ({at_scale[0].eval_steps[-1]} steps)',
                        table(at_scale)])
-  pictures = PICTURES
+  pictures = tuple(name for name in PICTURES if args.sequences or name != SEQUENCES_PICTURE)
   if args.sequences:
     sequences = sequence_study.run(args.sequence_steps, seed=args.seed)
     text += (f'\n\n## Sequences ({args.sequence_steps} steps)\n\n' +
              sequence_study.report(sequences))
-    pictures += (SEQUENCES_PICTURE,)
   (out / 'demo.md').write_text(text + '\n', encoding='utf-8')
   plot(results, out / 'demo.png')
   plot_precise(studied, out / 'precise.png')
