@@ -261,7 +261,7 @@ def checkpoint_prefix(path, arg_name='path'):
 
 def checkpoint_files(prefix):
   """The files of the checkpoint at `prefix`: its index and data files."""
-  return [prefix + INDEX_SUFFIX] + _data_files(prefix)
+  return [prefix + INDEX_SUFFIX] + data_files(prefix)
 
 
 def read_checkpoint(path, arg_name='path'):
