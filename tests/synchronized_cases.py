@@ -225,6 +225,38 @@ def test_slim_batch_weights_are_weighted_over_the_global_batch():
   assert max_relative_error(got['bn/moving_variance'], 0.5 + 0.5 * var) < 1e-5
 
 
+@pytest.mark.parametrize('front_end', FRONT_ENDS)
+def test_masks_count_over_the_global_batch(front_end):
+  # Towers with padded sequences of different lengths, one all padding:
+  # statistics of the unmasked positions of the global batch.
+  rng = np.random.RandomState(10)
+  batches = _batches(rng, (3, 2), (4, 3))
+  masks = [np.arange(4)[None, :] < np.array(lengths)[:, None] for lengths in ([4, 1, 2], [0, 0])]
+  graph = tf.Graph()
+  with graph.as_default():
+    xs = [v1.placeholder(tf.float32, [None, 4, 3]) for _ in batches]
+    ms = [v1.placeholder(tf.bool, [None, 4]) for _ in batches]
+    outputs = []
+    for i in range(2):
+      with tf.device(f'/cpu:{i}'), tf1_bn.tower(i, 2), v1.variable_scope('', reuse=i > 0):
+        outputs.append(replicated.build_layer(front_end, xs[i], True, True, mask=ms[i]))
+    updates = v1.get_collection(v1.GraphKeys.UPDATE_OPS)
+    moving = {v.op.name: v for v in v1.global_variables() if 'moving' in v.op.name}
+    with v1.Session(config=replicated.session_config()) as sess:
+      sess.run(v1.global_variables_initializer())
+      feed = {**dict(zip(xs, batches)), **dict(zip(ms, masks))}
+      got_y, _ = sess.run([outputs, updates], feed)
+      got = sess.run(moving)
+  x = np.concatenate(batches).astype(np.float64)
+  selected = x[np.concatenate(masks)]
+  mean, var = selected.mean(0), selected.var(0)
+  eps = EPSILON[front_end]
+  assert max_relative_error(np.concatenate(got_y), (x - mean) / np.sqrt(var + eps)) < 2e-5
+  decay = {'bn_layer': 0.9, 'batch_normalization': 0.99, 'batch_norm': 0.999}[front_end]
+  assert max_relative_error(got['bn/moving_mean'], (1 - decay) * mean) < 1e-5
+  assert max_relative_error(got['bn/moving_variance'], decay + (1 - decay) * var) < 1e-5
+
+
 # --- copies of the moving statistics ------------------------------------------------
 
 @pytest.mark.parametrize('synchronized', [True, False])

@@ -144,7 +144,7 @@ def test_header_names_the_date_machine_tensorflow_and_command():
 def test_parse_case_checks_the_kind_and_the_dimensions():
   assert bench.parse_case('nchw:64x64x32x32') == ('nchw', [64, 64, 32, 32])
   with pytest.raises(ValueError, match=r"unknown case kind 'nhcw' in 'nhcw:2x3'; expected one "
-                     r"of 2d, build, cnn, .*nhwc"):
+                     r"of 2d, bnlstm, build, cnn, .*masked, .*nhwc"):
     bench.parse_case('nhcw:2x3')
   for text in ('nhwc:', 'nhwc:2xa', 'nhwc:2x0x3x3', 'nhwc:2x3', 'build:2x2', 'lstm:2x3x4'):
     with pytest.raises(ValueError, match=f"{text!r} needs [14] positive dimensions"):
@@ -294,6 +294,29 @@ def test_the_model_modules_build_only_and_import_nothing_of_the_bench():
         for alias in node.names}
     assert 'bench' not in imported and 'tf1_bn.studies.bench' not in imported, module.__name__
     assert not hasattr(module, 'alternate') and 'perf_counter' not in ast.dump(tree)
+
+
+def test_the_sequence_cases_time_masked_bn_and_the_bn_lstm_step():
+  from tf1_bn.studies import bench_sequences as seq
+  with pytest.raises(ValueError, match="'masked:4x3' needs 3 positive dimensions"):
+    bench.parse_case('masked:4x3')
+  with pytest.raises(ValueError, match="'bnlstm:3x2x2' needs 4 positive dimensions"):
+    bench.parse_case('bnlstm:3x2x2')
+  # Training steps only, whatever --modes says.
+  cases = bench.build_cases(['masked:4x3x2', 'bnlstm:3x2x2x4'],
+                            bench.Settings(modes=('inference',)))
+  assert [(c.title, c.reference, c.bound_input, c.rounds) for c in cases] == [
+      ('masked 4x3x2 float32 train', seq.UNMASKED, ((4, 3, 2), 'float32'), None),
+      ('bnlstm 3x2x2x4 float32 train', seq.LSTM, None, None)]
+  summary = bench.run(cases, steps=1, warmup=0, repeat=1)
+  rows = [(r['case'].split()[0], r['implementation'], r['ratio'] if r['implementation'] ==
+           r['reference'] else None, r['copy_fraction'] is None) for r in summary
+          if not r['implementation'].startswith(bench.COPY_PREFIX)]
+  assert rows == [('masked', seq.UNMASKED, 1.0, False), ('masked', seq.MASKED, None, False),
+                  ('masked', seq.UNFUSED, None, False), ('masked', seq.BY_HAND, None, False),
+                  ('bnlstm', seq.LSTM, 1.0, True), ('bnlstm', seq.BN_LSTM, None, True)]
+  assert 'masked' not in ' '.join(bench.DEFAULT_CASES)
+  assert 'bnlstm' not in ' '.join(bench.DEFAULT_CASES)
 
 
 def test_the_command_writes_its_table_into_the_docs_with_the_legacy_rows(tmp_path, capfd):

@@ -28,7 +28,8 @@ NOT_RUN = re.compile(r'<!-- not-run: \S.*-->')
 FENCE = re.compile(r'^```(\w*)\s*$')
 # The pages whose depth the README links to (issue 17's layout).
 REQUIRED_PAGES = ('guide', 'api', 'porting', 'deployment', 'synchronized', 'precise',
-                  'performance', 'errors', 'cli', 'demo', 'pitfalls', 'architecture', 'layers')
+                  'performance', 'errors', 'cli', 'demo', 'pitfalls', 'architecture', 'layers',
+                  'sequences')
 # Blocks of one page share a process; a page must finish within this.
 PAGE_TIMEOUT_S = 600
 

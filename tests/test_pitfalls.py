@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import reference
-from tf1_bn.studies import legacy_child as legacy, pitfalls
+from tf1_bn.studies import legacy_child as legacy, pitfalls, pitfalls_sequences
 
 
 @pytest.fixture(scope='module')
@@ -108,6 +108,29 @@ def test_recipe_reuse(outcomes):
   outcome = _outcome(outcomes, 'recipe_reuse')
   assert 'does not exist' in outcome['evidence']
   assert outcome['details'] == {'created': 0, 'gap': 0.0}
+
+
+def test_bn_in_while_loop(outcomes):
+  outcome = _outcome(outcomes, 'bn_in_while_loop')
+  assert 'is not an element of this graph' in outcome['evidence']
+  # One training step: the moving mean is the EMA over the loop's iterations,
+  # each iteration's batch mean in turn.
+  data = pitfalls_sequences._loop_data()
+  expected = reference.ema(np.zeros(data.shape[-1]), [step.mean(0) for step in
+                                                      data.astype(np.float64)],
+                           pitfalls_sequences.LOOP_MOMENTUM)
+  np.testing.assert_allclose(outcome['details']['moving_mean'], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_padding_shifts_statistics(outcomes):
+  details = _outcome(outcomes, 'padding_shifts_statistics')['details']
+  padded = np.array(details['padded'], np.float64)
+  keep = np.arange(padded.shape[1])[None, :] < np.array(details['lengths'])[:, None]
+  assert np.isclose(details['padded_mean'], padded.mean(), rtol=1e-5)
+  assert np.isclose(details['padded_variance'], padded.var(), rtol=1e-4)
+  assert np.isclose(details['masked_mean'], padded[keep].mean(), rtol=1e-5)
+  assert np.isclose(details['masked_variance'], padded[keep].var(), rtol=1e-4)
+  assert details['padded_mean'] < details['masked_mean'] - 0.5
 
 
 def test_legacy_pitfalls_are_skipped_with_a_message_without_the_legacy_layer():

@@ -13,6 +13,8 @@ __version__ = '0.1.0'
 # public name -> the module that defines it (`layers` is a module itself)
 _PUBLIC = {
     'BasicLSTMCell': 'tf1_bn.legacy.rnn_cell',
+    'BNLSTMCell': 'tf1_bn.legacy.bn_lstm',
+    'BNLSTMState': 'tf1_bn.legacy.bn_lstm',
     'BasicRNNCell': 'tf1_bn.legacy.rnn_cell',
     'DeviceWrapper': 'tf1_bn.legacy.rnn_cell',
     'DropoutWrapper': 'tf1_bn.legacy.rnn_cell',

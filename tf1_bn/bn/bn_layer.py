@@ -3,6 +3,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf1_bn.bn import core
+from tf1_bn.bn import masking
+from tf1_bn.bn import steps
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
 
@@ -15,7 +17,7 @@ def _float32_decay_factor(decay):
 
 def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=-1,
              center=True, scale=True, trainable=True, updates='collection', reuse=None,
-             fused=None, synchronized=False):
+             fused=None, synchronized=False, mask=None, step=None, max_steps=None):
   """Batch normalization for TF1 graph-mode models, driven by a training switch.
 
   y = gamma * (x - mean) / sqrt(variance + eps) + beta, per channel of `axis`.
@@ -85,7 +87,10 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
     updates: 'collection' puts one update op per call into
       `tf.compat.v1.GraphKeys.UPDATE_OPS` (run it with your train op:
       `tf1_bn.minimize` does); 'inline' makes the output depend on the update,
-      as the classic recipe does, and adds nothing to UPDATE_OPS.
+      as the classic recipe does, and adds nothing to UPDATE_OPS. Inside a
+      loop body (tf.while_loop, dynamic_rnn, map_fn, scan) the update is
+      always inline, once per iteration in iteration order: see
+      `tf1_bn.bn.loops`.
     reuse: as for `tf.compat.v1.variable_scope`.
     fused: None uses the fused kernel where it applies (one channel axis,
       float32 / 16-bit input); False forces moments plus the normalization
@@ -94,6 +99,15 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
       batch of every replica (a `tf.distribute` replica context, or
       `tf1_bn.tower`); on one device it is local BN and adds no collective.
       See `tf1_bn.bn.replicas`.
+    mask: None, or a bool / 0-1 tensor of the input's leading dimensions
+      (channel axis excluded), e.g. `[B, T]` from `tf.sequence_mask`: the
+      batch statistics and their moving averages use the unmasked positions
+      only, and every position is normalized with them. See
+      `tf1_bn.bn.masking`.
+    step, max_steps: per-time-step statistics (given together): moving
+      mean and variance of shape [max_steps, C], row min(step, max_steps - 1)
+      used and updated; `step` a Python int or a scalar integer tensor.
+      See `tf1_bn.bn.steps`.
 
   Returns:
     The normalized tensor, same shape and dtype as `inputs`.
@@ -113,6 +127,8 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
   if fused is not None:
     v.check_bool(fused, 'fused')
   synchronized = v.check_synchronized(synchronized)
+  mask = masking.check_mask(mask, shape, axes)
+  step, max_steps = steps.check_step(step, max_steps)
   v.check_name(name, optional=False)
 
   param_shape = [shape[a] for a in axes]
@@ -127,18 +143,20 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
       beta = tf.compat.v1.get_variable(
           'beta', param_shape, param_dtype, tf.compat.v1.zeros_initializer(),
           trainable=trainable) if center else None
+      statistics_shape = steps.statistics_shape(param_shape, max_steps)
       moving_mean = tf.compat.v1.get_variable(
-          'moving_mean', param_shape, param_dtype, tf.compat.v1.zeros_initializer(),
+          'moving_mean', statistics_shape, param_dtype, tf.compat.v1.zeros_initializer(),
           trainable=False)
       moving_variance = tf.compat.v1.get_variable(
-          'moving_variance', param_shape, param_dtype, tf.compat.v1.ones_initializer(),
+          'moving_variance', statistics_shape, param_dtype, tf.compat.v1.ones_initializer(),
           trainable=False)
     # A frozen layer normalizes with the moving statistics, whatever `training`.
     training = False if not trainable else switch_lib.resolve_training(training)
     moving = core.MovingStatistics(moving_mean, moving_variance,
-                                   _float32_decay_factor(decay), 'population')
+                                   _float32_decay_factor(decay), 'population',
+                                   slot=steps.slot(step, max_steps))
     outputs, update = core.build(x, axes=axes, training=training, gamma=gamma, beta=beta,
                                  moving=moving, epsilon=eps, fused=fused, update=builds_update,
-                                 call=call, synchronized=synchronized,
+                                 call=call, synchronized=synchronized, mask=mask,
                                  in_place=updates == 'inline')
     return core.attach_update(outputs, update, updates)

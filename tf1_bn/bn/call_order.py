@@ -37,7 +37,14 @@ always).
 
 Only calls in the same graph are ordered, and, for `tf.compat.v1` control
 flow, in the same control-flow context with none around them: an op in a
-branch that does not run cannot be waited for.
+branch that does not run cannot be waited for. Calls inside a loop body
+(`tf.while_loop`, `dynamic_rnn`, `map_fn`, `scan`; v1 or v2) take no part:
+their updates are in place and run in iteration order (`tf1_bn.bn.loops`),
+and nothing is chained into or out of a loop's frame.
+
+Per-step statistics (`tf1_bn.bn.steps`) are ordered the same way: calls
+that share a row (steps past the last one) update it one after the other
+with their updates in a collection.
 
 Replicas: under a `tf.distribute` strategy every replica orders its own
 copies. Hand-built towers share one set of variables that tower 0 updates:
@@ -119,8 +126,9 @@ def precede(reads, call):
 
 
 def end(call, update_ops):
-  """Records the call's update ops (None or []: it built none)."""
-  if not call.updater:
+  """Records the call's update ops (None or []: it built none). `call`
+  None: a call outside the order (in a loop body, see `core._call_order`)."""
+  if call is None or not call.updater:
     return
   entry = (list(update_ops or []), _context(tf.compat.v1.get_default_graph()))
   with _lock:

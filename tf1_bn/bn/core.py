@@ -46,6 +46,8 @@ import tensorflow as tf
 
 from tf1_bn.bn import call_order as call_order_lib
 from tf1_bn.bn import kernels
+from tf1_bn.bn import loops
+from tf1_bn.bn import masking
 from tf1_bn.bn import replicas as replicas_lib
 from tf1_bn.bn import statistics
 from tf1_bn.bn import switch as switch_lib
@@ -100,6 +102,9 @@ class MovingStatistics:
   variance_kind: str = 'population'
   zero_debias: Optional[tuple] = None  # (biased, local_step) variables
   renorm: Optional[Renorm] = None
+  # Per-step statistics (tf1_bn.bn.steps): the row of `mean` and `variance`
+  # this call uses and updates, an int32 scalar tensor.
+  slot: Optional[object] = None
 
 
 @dataclasses.dataclass
@@ -172,7 +177,11 @@ def _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjus
       xs = tf.reshape(xs, tf.concat([[layout.virtual, -1], tf.shape(x)[1:]], axis=0))
   weights = None
   if batch_weights is not None:
-    weights = tf.reshape(tf.cast(batch_weights, stat_dtype), [-1] + [1] * (layout.rank - 1))
+    weights = tf.cast(batch_weights, stat_dtype)
+    if weights.shape.rank != x.shape.rank:  # per example (slim); a mask's are per position
+      weights = tf.reshape(weights, [-1] + [1] * (layout.rank - 1))
+    elif layout.virtual is not None:
+      weights = tf.reshape(weights, tf.concat([[layout.virtual, -1], tf.shape(weights)[1:]], 0))
   shift = None if call is None else _shift(moving, layout, stat_dtype)
   mean, variance, count = statistics.moments(xs, layout.reduction_axes, weights, shift, call)
   scale, offset = layout.broadcast(gamma, stat_dtype), layout.broadcast(beta, stat_dtype)
@@ -197,14 +206,21 @@ def _general_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjus
 def _shift(moving, layout, dtype):
   """The per-channel shift of a synchronized layer's sums: the moving mean,
   which every replica holds (the same value) before the step's update."""
-  return layout.broadcast(_read(moving.mean), dtype)
+  return layout.broadcast(_moving_value(moving.mean, moving.slot, _loop_read()), dtype)
 
 
-def _read(variable):
+def _loop_read():
+  """`loops.read` inside a loop body (through the handle: the previous
+  iteration's value, not a cached copy), None outside."""
+  return loops.read if loops.in_loop() else None
+
+
+def _read(variable, read=None):
   """What the forward pass reads of a moving variable: a tensor without a
-  gradient (a tensor given in its place, by `_read_after`, is one already)."""
+  gradient, through `read` where given (`_loop_read`). A tensor given in
+  its place (by `_start_of_step_reads`) is one already."""
   if isinstance(variable, tf.Variable):
-    return tf.stop_gradient(variable.read_value())
+    return tf.stop_gradient(_current(variable, read))
   return variable
 
 
@@ -226,6 +242,27 @@ def _start_of_step_reads(moving, order):
       [renorm.renorm_mean, renorm.renorm_stddev] if renorm is not None else [])
   call_order_lib.precede([t.op.inputs[0].op for t in reads], order)
   return forward
+
+
+def _call_order(moving, in_place, builds_update, looping):
+  """(call_order.Call or None, what the forward pass reads, the updates
+  this call's update follows) for a call of the layer of `moving`.
+
+  Inside a loop body there is no call order: the loop's updates are in
+  place and run in iteration order (`tf1_bn.bn.loops`), and nothing is
+  chained into or out of the loop's frame.
+  """
+  if looping:
+    return None, moving, []
+  order = call_order_lib.begin(moving.mean)
+  forward = _start_of_step_reads(moving, order)
+  if in_place and order.earlier and builds_update:
+    warn_once(('in_place_calls',),
+              f'tf1_bn: the layer of {moving.mean.name!r} is called again in a step with its '
+              'update in place; in-place updates of independent calls run in an order the '
+              'executor picks (as with the legacy layers). Put the updates in a collection '
+              '(run with tf1_bn.minimize) for a deterministic call order.')
+  return order, forward, [] if in_place else order.previous
 
 
 def _synchronized_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, adjustment,
@@ -251,8 +288,10 @@ def _synchronized_training(x, layout, gamma, beta, epsilon, stat_dtype, moving, 
 def _renorm_correction(renorm, mean, variance, epsilon, dtype, layout):
   """The r and d corrections of batch renorm, from the pre-update averages."""
   stddev = tf.sqrt(variance + epsilon)
-  renorm_mean = layout.broadcast(renorm.renorm_mean, dtype)
-  renorm_stddev = tf.maximum(layout.broadcast(renorm.renorm_stddev, dtype),
+  # In a loop, the previous iteration's values (see tf1_bn.bn.loops).
+  read = _loop_read()
+  renorm_mean = layout.broadcast(_read(renorm.renorm_mean, read), dtype)
+  renorm_stddev = tf.maximum(layout.broadcast(_read(renorm.renorm_stddev, read), dtype),
                              tf.sqrt(tf.cast(epsilon, dtype)))
   r = stddev / renorm_stddev
   d = (mean - renorm_mean) / renorm_stddev
@@ -296,7 +335,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
           epsilon: float, fused: Optional[bool] = None, update: bool = True,
           virtual_batch_size: Optional[int] = None, adjustment: Optional[Callable] = None,
           batch_weights=None, call: Optional[replicas_lib.LayerCall] = None,
-          synchronized: bool = False, in_place: bool = False):
+          synchronized: bool = False, in_place: bool = False, mask=None):
   """Normalizes `inputs` and builds the moving-statistics update.
 
   Args:
@@ -317,12 +356,21 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
     in_place: the front-end makes the outputs depend on the update (rather
       than collecting it): a later call's update is then not chained to the
       earlier call's (see `tf1_bn.bn.call_order`).
+    mask: positions left out of the batch statistics (`tf1_bn.bn.masking`),
+      checked by the front-end with `masking.check_mask`.
 
   Returns:
     (outputs, Update or None).
   """
   x = inputs
-  _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size, batch_weights)
+  batch_weights = masking.position_weights(mask, batch_weights, x)
+  looping = loops.in_loop()
+  if looping:  # see tf1_bn.bn.loops
+    fused = False
+    loops.serialize_iterations()
+  else:  # a loop's tensors cannot be fed or fetched from outside it
+    _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size, batch_weights)
+  read = loops.read if looping else None  # None: through the variable, as outside loops
   layout = _Layout(x.shape, axes)
   stat_dtype = tf.float32 if x.dtype in HALF_DTYPES else x.dtype
   general = (moving.renorm is not None or virtual_batch_size is not None or
@@ -339,15 +387,7 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   # A layer called again in the step (call_order): its forward pass reads
   # the start-of-step values (`forward`), and an update into a collection
   # follows the previous call's.
-  order = call_order_lib.begin(moving.mean)
-  forward = _start_of_step_reads(moving, order)
-  previous = [] if in_place else order.previous
-  if in_place and order.earlier and builds_update:
-    warn_once(('in_place_calls',),
-              f'tf1_bn: the layer of {moving.mean.name!r} is called again in a step with its '
-              'update in place; in-place updates of independent calls run in an order the '
-              'executor picks (as with the legacy layers). Put the updates in a collection '
-              '(run with tf1_bn.minimize) for a deterministic call order.')
+  order, forward, previous = _call_order(moving, in_place, builds_update, looping)
 
   def training_branch():
     if synchronized:
@@ -366,7 +406,8 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
                                                    batch_weights)
       kind = 'population'
     variance = statistics.convert_variance(variance, count, kind, moving.variance_kind)
-    mean, variance = _like(mean, moving.mean), _like(variance, moving.variance)
+    mean, variance = _like(mean, moving.mean, moving.slot), _like(variance, moving.variance,
+                                                                  moving.slot)
     count = tf.cast(count, mean.dtype)
     if averages_replicas:
       mean, variance, count = statistics.replica_average(call, mean, variance, count)
@@ -383,7 +424,8 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   inference_outputs = []
 
   def inference_branch():
-    mean, variance = _read(forward.mean), _read(forward.variance)
+    mean = _moving_value(forward.mean, moving.slot, read)
+    variance = _moving_value(forward.variance, moving.slot, read)
     y = _inference(x, layout, gamma, beta, mean, variance, epsilon, stat_dtype,
                    use_fused_inference)
     inference_outputs.append(y)
@@ -392,20 +434,34 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   if not builds_update:
     outputs = switch_lib.switch(training, lambda: training_branch()[0],
                                 lambda: inference_branch()[0])
+    outputs = _after_step_check(outputs, moving.slot)
     outputs.set_shape(x.shape)
-    _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
+    if not looping:
+      _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
     call_order_lib.end(order, None)
     return outputs, None
   outputs, mean, variance, count = switch_lib.switch(training, training_branch,
                                                      inference_branch)
+  outputs = _after_step_check(outputs, moving.slot)
   outputs.set_shape(x.shape)
-  _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
+  if not looping:
+    _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon)
   ok = tf.logical_and(count > 0, tf.logical_and(_all_finite(mean), _all_finite(variance)))
   if known is None:
     ok = tf.logical_and(training, ok)
-  update = _build_update(moving, mean, variance, ok, epsilon, after=[outputs] + previous)
+  update = _build_update(moving, mean, variance, ok, epsilon, after=[outputs] + previous,
+                         read=read)
   call_order_lib.end(order, update.assigns)
   return outputs, update
+
+
+def _after_step_check(outputs, slot):
+  """The outputs, after the run-time check of a tensor `step` (a negative
+  step fails whatever is fetched)."""
+  if slot is None or tf.get_static_value(slot) is not None:
+    return outputs
+  with tf.control_dependencies([slot]):
+    return tf.identity(outputs)
 
 
 def _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon):
@@ -420,6 +476,7 @@ def _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon):
   if not all(p is None or isinstance(p, tf.Variable) for p in params.values()):
     return
   record = {'input': x.name, 'output': inference_outputs[-1].name, 'axes': list(axes),
+            'step': _slot_record(moving.slot),
             'rank': x.shape.rank, 'dtype': x.dtype.base_dtype.name, 'epsilon': float(epsilon),
             **{k: (p.name if p is not None else None) for k, p in params.items()}}
   tf.compat.v1.add_to_collection(INFERENCE_RECORDS_KEY, json.dumps(record))
@@ -453,12 +510,24 @@ def _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size
       'moving_stddev': name(renorm.moving_stddev) if renorm is not None else None,
       'renorm': [name(renorm.renorm_mean), name(renorm.renorm_stddev)]
                 if renorm is not None else None,
-      'virtual_batch_size': virtual_batch_size, 'batch_weights': weights}
+      'virtual_batch_size': virtual_batch_size, 'batch_weights': weights,
+      'step': _slot_record(moving.slot)}
   tf.compat.v1.add_to_collection(LAYER_RECORDS_KEY, json.dumps(record))
 
 
-def _like(value, variable):
-  return tf.reshape(tf.cast(value, variable.dtype.base_dtype), variable.shape)
+def _slot_record(slot):
+  """A per-step layer's row in the records: an int when fixed while
+  building, 'tensor' when chosen at run time, None without per-step
+  statistics."""
+  if slot is None:
+    return None
+  value = tf.get_static_value(slot)
+  return int(value) if value is not None else 'tensor'
+
+
+def _like(value, variable, slot=None):
+  shape = variable.shape if slot is None else variable.shape[1:]
+  return tf.reshape(tf.cast(value, variable.dtype.base_dtype), shape)
 
 
 def _all_finite(t):
@@ -471,27 +540,67 @@ def _factor(decay_factor, dtype):
   return tf.constant(decay_factor, dtype)
 
 
-def _masked_moving_average(variable, value, decay_factor, ok, scope=MOVING_AVERAGE_SCOPE):
-  """variable -= (variable - value) * (1 - decay), only where `ok`."""
+def _current(variable, read):
+  """The variable's value: read_value(), or `read(variable)` (a loop's)."""
+  return variable.read_value() if read is None else read(variable)
+
+
+def _moving_value(variable, slot, read=None):
+  """The moving statistic this call's forward pass uses (`_read`): the
+  whole variable, or its row `slot`."""
+  value = _read(variable, read)
+  return value if slot is None else tf.gather(value, slot)
+
+
+def _write(kind, variable, value, name, read):
+  """tf.compat.v1.assign / assign_sub / assign_add, or in a loop (`read`
+  given) `loops.write`: no control input on the cached read, which would make
+  the While op invalid once its gradient adds inputs to it."""
+  if read is None:
+    return getattr(tf.compat.v1, kind)(variable, value, name=name)
+  return loops.write(kind, variable, value, name)
+
+
+def _masked_moving_average(variable, value, decay_factor, ok, scope=MOVING_AVERAGE_SCOPE,
+                           read=None, slot=None):
+  """variable -= (variable - value) * (1 - decay), only where `ok` (row
+  `slot` only, for per-step statistics)."""
   with tf.name_scope(scope) as name:
     dtype = variable.dtype.base_dtype
-    delta = (variable - value) * _factor(decay_factor, dtype)
+    if slot is not None:
+      return _scatter_moving_average(variable, value, _factor(decay_factor, dtype), ok, slot,
+                                     name, read)
+    current = variable if read is None else read(variable)
+    delta = (current - value) * _factor(decay_factor, dtype)
     delta = tf.where(ok, delta, tf.zeros_like(delta))
-    return tf.compat.v1.assign_sub(variable, delta, name=name)
+    return _write('assign_sub', variable, delta, name, read)
 
 
-def _zero_debiased_average(variable, value, decay_factor, debias_vars, ok):
+def _scatter_moving_average(variable, value, factor, ok, slot, name, read):
+  """Row `slot` -= (row - value) * factor, by a scatter (the other rows are
+  not written). Calls that share a row are ordered as every other update of
+  a layer called several times: call order outside loops
+  (`tf1_bn.bn.call_order`), iteration order inside (`tf1_bn.bn.loops`)."""
+  delta = (tf.gather(_current(variable, read), slot) - value) * factor
+  delta = tf.where(ok, delta, tf.zeros_like(delta))
+  return tf.raw_ops.ResourceScatterSub(resource=variable.handle, indices=tf.reshape(slot, [1]),
+                                       updates=delta[tf.newaxis], name=name)
+
+
+def _zero_debiased_average(variable, value, decay_factor, debias_vars, ok, read=None):
   """tf.train's zero-debiased EMA: moving = biased / (1 - decay ** step)."""
   biased, local_step = debias_vars
   with tf.name_scope(MOVING_AVERAGE_SCOPE) as name:
     dtype = variable.dtype.base_dtype
     factor = _factor(decay_factor, dtype)
-    delta = (biased - value) * factor
-    new_biased = tf.compat.v1.assign_sub(biased, tf.where(ok, delta, tf.zeros_like(delta)))
-    new_step = tf.compat.v1.assign_add(local_step, tf.cast(ok, local_step.dtype.base_dtype))
+    delta = ((biased if read is None else read(biased)) - value) * factor
+    new_biased = _write('assign_sub', biased, tf.where(ok, delta, tf.zeros_like(delta)), None,
+                        read)
+    new_step = _write('assign_add', local_step, tf.cast(ok, local_step.dtype.base_dtype), None,
+                      read)
     bias_factor = 1 - tf.pow(1.0 - factor, new_step)
     unbiased = new_biased / bias_factor
-    return tf.compat.v1.assign(variable, tf.where(ok, unbiased, variable.read_value()), name=name)
+    return _write('assign', variable, tf.where(ok, unbiased, _current(variable, read)), name, read)
 
 
 def _as_op(update):
@@ -507,7 +616,7 @@ def update_layer_name(update_op):
   return name[:match.start()] if match else name
 
 
-def _build_update(moving, mean, variance, ok, epsilon, after):
+def _build_update(moving, mean, variance, ok, epsilon, after, read=None):
   """The assign ops, in tf.layers' order and names, after `after` (the
   layer's output, so what the step's forward pass read of these variables is
   read before they change; and an earlier call's update of them, so this one
@@ -518,28 +627,30 @@ def _build_update(moving, mean, variance, ok, epsilon, after):
     if renorm is not None:
       stddev = tf.sqrt(variance + epsilon)
       first = [
-          _masked_moving_average(renorm.renorm_mean, mean, renorm.decay_factor, ok),
-          _masked_moving_average(renorm.renorm_stddev, stddev, renorm.decay_factor, ok),
+          _masked_moving_average(renorm.renorm_mean, mean, renorm.decay_factor, ok, read=read),
+          _masked_moving_average(renorm.renorm_stddev, stddev, renorm.decay_factor, ok,
+                                 read=read),
       ]
     with tf.control_dependencies(first):
       if moving.zero_debias is not None:
         mean_op = _zero_debiased_average(moving.mean, mean, moving.decay_factor,
-                                         moving.zero_debias, ok)
+                                         moving.zero_debias, ok, read=read)
       else:
-        mean_op = _masked_moving_average(moving.mean, mean, moving.decay_factor, ok)
+        mean_op = _masked_moving_average(moving.mean, mean, moving.decay_factor, ok, read=read,
+                                         slot=moving.slot)
       if renorm is not None:
         new_stddev = _masked_moving_average(renorm.moving_stddev, stddev,
-                                            moving.decay_factor, ok)
+                                            moving.decay_factor, ok, read=read)
         # tf.layers keeps the stddev and derives the variance (relu against
         # rounding below zero); a skipped step rewrites the same value.
         with tf.name_scope(NEW_VALUE_SCOPE) as name:
           derived = tf.nn.relu(new_stddev * new_stddev - epsilon)
-          variance_op = tf.compat.v1.assign(
-              moving.variance, tf.where(ok, derived, moving.variance.read_value()), name=name)
+          variance_op = _write('assign', moving.variance,
+                               tf.where(ok, derived, _current(moving.variance, read)), name, read)
       else:
         new_stddev = None
         variance_op = _masked_moving_average(moving.variance, variance, moving.decay_factor,
-                                             ok)
+                                             ok, read=read, slot=moving.slot)
     ops = [_as_op(mean_op), _as_op(variance_op)]
     with tf.name_scope(UPDATE_SCOPE):
       group = tf.group(*ops, name='group')
@@ -561,6 +672,9 @@ def attach_update(outputs, update, style, collections=(tf.compat.v1.GraphKeys.UP
   """
   if update is None:
     return outputs
+  if loops.in_loop():  # a loop's ops cannot be fetched from outside it
+    loops.keep(update.group)
+    style = 'inline'
   if style == 'inline':
     with tf.control_dependencies([update.group]):
       return tf.identity(outputs)

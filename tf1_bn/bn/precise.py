@@ -91,10 +91,22 @@ class _Layer:
   zero_debias: object = None  # (biased, local_step) variables or None
   decay_factor: object = None
   updated_in_training: bool = True
+  row: object = None  # per-step statistics (tf1_bn.bn.steps): the row of `mean` / `variance`
+
+  @property
+  def shape(self):
+    """The shape of the statistics recomputed: the variables', or one row's."""
+    shape = self.mean.shape.as_list()
+    return shape if self.row is None else shape[1:]
 
   @property
   def channels(self):
-    return int(np.prod(self.mean.shape.as_list(), dtype=np.int64))
+    return int(np.prod(self.shape, dtype=np.int64))
+
+  def old(self, snapshot, variable):
+    """The variable's value before recomputing: the whole, or the row."""
+    value = snapshot[variable.name]
+    return value if self.row is None else value[self.row]
 
 
 def _written_names(record):
@@ -124,12 +136,22 @@ def _find_layers(graph):
         raise ValueError(f'The BN variable {name!r} is not in the graph\'s global or local '
                          'variables; recompute_statistics cannot read or restore it.')
       written[name] = variables[name]
+  dynamic = sorted({r['mean'].rsplit(':', 1)[0].rpartition('/')[0] for r in records
+                    if r.get('step') == 'tensor'})
+  if dynamic:
+    raise ValueError(f'BN layer(s) {", ".join(dynamic)} keep per-step statistics with a tensor '
+                     '`step`: which row a batch feeds is only known when it runs, so '
+                     'recompute_statistics and audit cannot recompute them (layers with a Python '
+                     'int step can be). Nothing was run.')
+  # A per-step layer (Python int steps) is recomputed row by row.
   by_mean = collections.OrderedDict()
   for record in records:
-    by_mean.setdefault(record['mean'], []).append(record)
+    by_mean.setdefault((record['mean'], record.get('step')), []).append(record)
   layers, inference_only = [], []
-  for mean_name, calls in by_mean.items():
+  for (mean_name, row), calls in by_mean.items():
     scope = mean_name.rsplit(':', 1)[0].rpartition('/')[0]
+    if row is not None:
+      scope = f'{scope}[step {row}]'
     training_calls = [r for r in calls if r['training'] is not False]
     if not training_calls:
       inference_only.append(scope)
@@ -148,7 +170,7 @@ def _find_layers(graph):
         moving_stddev=variables[first['moving_stddev']] if first['moving_stddev'] else None,
         zero_debias=tuple(variables[n] for n in debias) if debias else None,
         decay_factor=first['decay_factor'],
-        updated_in_training=any(r['update'] for r in training_calls)))
+        updated_in_training=any(r['update'] for r in training_calls), row=row))
   if not layers:
     raise ValueError(
         f'Every tf1_bn BN layer of the graph ({", ".join(inference_only)}) is inference-only '
@@ -168,7 +190,9 @@ def _as_groups(x, axes, virtual_batch_size, weights):
   x = np.asarray(x, np.float64)
   w = None
   if weights is not None:
-    w = np.asarray(weights, np.float64).reshape((-1,) + (1,) * (x.ndim - 1))
+    w = np.asarray(weights, np.float64)
+    if w.ndim != x.ndim:  # slim's per-example weights; a mask's are per position
+      w = w.reshape((-1,) + (1,) * (x.ndim - 1))
   if virtual_batch_size:
     shape = (virtual_batch_size, x.shape[0] // virtual_batch_size)
     x = x.reshape(shape + x.shape[1:])
@@ -629,7 +653,7 @@ class _Pass:
 
 def _layer_report(layer, moments, estimator, old_mean, old_variance):
   new_mean, new_variance = moments.estimate(estimator, layer.variance_kind)
-  shape = layer.mean.shape.as_list()
+  shape = layer.shape
   old = (np.asarray(old_mean, np.float64).reshape(-1),
          np.asarray(old_variance, np.float64).reshape(-1))
   scale = new_variance + layer.epsilon
@@ -650,8 +674,16 @@ def _layer_report(layer, moments, estimator, old_mean, old_variance):
       updated_in_training=layer.updated_in_training)
 
 
-def _new_values(layer, report, snapshot):
-  """{variable name: value} that assigning the report writes for one layer."""
+def _new_values(layer, report, snapshot, written=None):
+  """{variable name: value} that assigning the report writes for one layer
+  (a per-step layer's row into the variable as `written` or `snapshot` has it)."""
+  if layer.row is not None:
+    values = {}
+    for variable, new in ((layer.mean, report.new_mean), (layer.variance, report.new_variance)):
+      whole = np.array((written or {}).get(variable.name, snapshot[variable.name]))
+      whole[layer.row] = new
+      values[variable.name] = whole
+    return values
   values = {layer.mean.name: report.new_mean, layer.variance.name: report.new_variance}
   if layer.moving_stddev is not None:
     # tf.layers' renorm keeps the stddev and derives the variance from it
@@ -685,7 +717,7 @@ def _recompute(sess, feeds, estimator, assign, outputs, progress, audited):
     # Inline updates ran with the batches: put back every byte they wrote.
     _assign(sess, written, snapshot)
   reports = [_layer_report(layer, run.moments[layer.scope], estimator,
-                           snapshot[layer.mean.name], snapshot[layer.variance.name])
+                           layer.old(snapshot, layer.mean), layer.old(snapshot, layer.variance))
              for layer in layers]
   if assign:
     broken = [r.scope for r in reports
@@ -696,7 +728,7 @@ def _recompute(sess, feeds, estimator, assign, outputs, progress, audited):
                        'finite (NaN or inf in their inputs). Nothing was assigned.')
     new = {}
     for layer, report in zip(layers, reports):
-      new.update(_new_values(layer, report, snapshot))
+      new.update(_new_values(layer, report, snapshot, new))
     _assign(sess, written, new)
   return Report(estimator, assign, run.feeds, reports, run.output_reports(), audited)
 
@@ -752,7 +784,11 @@ def recompute_statistics(sess, feeds, estimator='population', assign=True, *, pr
   * ghost batches (`virtual_batch_size`): each ghost batch is one batch of
     'batch_average'; 'population' does not depend on the grouping.
   * slim's `batch_weights`: the weighted moments, as training computes them
-    (N still counts values; the weights weigh them).
+    (N still counts values; the weights weigh them); a `mask`: the unmasked
+    positions only.
+  * per-step statistics (`step`, `max_steps`): each row from the calls that
+    use it (reported as `<scope>[step <row>]`); a layer whose `step` is a
+    tensor is refused (its row is only known when it runs).
 
   Args:
     sess: the tf.compat.v1.Session holding the model (variables initialized).

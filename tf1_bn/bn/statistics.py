@@ -36,7 +36,24 @@ def batch_moments(x, reduction_axes, weights=None, keepdims=False):
   """
   if weights is None:
     return tf.nn.moments(x, reduction_axes, keepdims=keepdims)
+  if weights.shape.rank == x.shape.rank:
+    return _position_weighted_moments(x, reduction_axes, weights, keepdims)
   return tf.nn.weighted_moments(x, reduction_axes, weights, keepdims=keepdims)
+
+
+def _position_weighted_moments(x, reduction_axes, weights, keepdims):
+  """tf.nn.weighted_moments for per-position weights (a mask's), with their
+  total from `_total_weight` rather than from the weights broadcast to `x`
+  (one pass over `x` fewer). Mean 0 and variance 0 for a zero total."""
+  weights = tf.cast(weights, x.dtype)
+  total = _total_weight(weights, x, reduction_axes)
+  divisor = tf.where(total > 0, total, tf.ones_like(total))
+  mean = tf.reduce_sum(weights * x, reduction_axes, keepdims=True) / divisor
+  variance = tf.reduce_sum(weights * tf.math.squared_difference(x, tf.stop_gradient(mean)),
+                           reduction_axes, keepdims=True) / divisor
+  if not keepdims:
+    mean, variance = (tf.squeeze(t, reduction_axes) for t in (mean, variance))
+  return mean, variance
 
 
 def count_per_channel(x, reduction_axes, dtype):
@@ -47,9 +64,22 @@ def count_per_channel(x, reduction_axes, dtype):
 
 def _total_weight(weights, x, reduction_axes):
   """The total weight behind each channel (the same for all): the count of
-  weighted statistics. A zero total is an empty batch."""
-  full = tf.broadcast_to(weights, tf.shape(x))
-  return tf.reshape(tf.reduce_sum(full, reduction_axes), [-1])[0]
+  weighted statistics. A zero total is an empty batch.
+
+  The sum of `weights` broadcast to `x`, without broadcasting them: the sum
+  over their own reduced axes times the sizes of the axes they broadcast
+  along (statically 1 in `weights`)."""
+  rank = x.shape.rank
+  if weights.shape.rank != rank:
+    full = tf.broadcast_to(weights, tf.shape(x))
+    return tf.reshape(tf.reduce_sum(full, reduction_axes), [-1])[0]
+  broadcast = [a for a in reduction_axes if weights.shape[a] == 1]
+  summed = [a for a in reduction_axes if a not in broadcast]
+  total = tf.reduce_sum(weights, summed) if summed else weights
+  total = tf.reshape(total, [-1])[0]
+  if broadcast:
+    total = total * tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), broadcast)), weights.dtype)
+  return total
 
 
 def moments(x, reduction_axes, weights=None, shift=None, call=None, fused_axis=None):

@@ -9,6 +9,7 @@ training step feeds `{tf1_bn.training_placeholder(): True}`.
 import numpy as np
 import tensorflow as tf
 
+from tf1_bn.bn import loops
 from tf1_bn.common import validation as v
 
 # Graph collection that holds the graph's training placeholder.
@@ -94,6 +95,8 @@ def switch(training, training_fn, inference_fn):
   if known is not None:
     return training_fn() if known else inference_fn()
   outputs = tf.cond(training, training_fn, inference_fn)
+  if loops.in_loop():  # a loop's tensors cannot be wired from outside it
+    return outputs
   shadow = inference_fn()
   graph = tf.compat.v1.get_default_graph()
   for switched, inference in zip(tf.nest.flatten(outputs), tf.nest.flatten(shadow)):

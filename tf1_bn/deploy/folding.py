@@ -65,6 +65,9 @@ class Report:
   # float16 / bfloat16 layers left as the session's inference kernel
   # (exact in float32, and grappler does not rewrite it).
   kept: list = dataclasses.field(default_factory=list)
+  # Per-step layers whose step is a tensor (the row of their [T, C]
+  # statistics is chosen at run time): left as the graph computes them.
+  per_step_kept: list = dataclasses.field(default_factory=list)
 
   @property
   def folded(self):
@@ -75,6 +78,10 @@ class Report:
             f'{len(self.multiply_add)} turned into a multiply-add')
     if self.kept:
       text += f', {len(self.kept)} 16-bit layer(s) kept as the inference kernel'
+    if self.per_step_kept:
+      text += (f', {len(self.per_step_kept)} per-step layer(s) with a tensor step kept as '
+               'they are (the row of their statistics is chosen at run time; folding needs a '
+               'fixed step)')
     return text
 
 
@@ -93,8 +100,11 @@ def parameter_values(sess, layer_records):
 
 def inference_parameters(record, values):
   """(mean, s, beta) of the layer's inference transform, float64, flat [C]."""
-  mean = np.asarray(values[record['mean']], np.float64).reshape(-1)
-  variance = np.asarray(values[record['variance']], np.float64).reshape(-1)
+  mean = np.asarray(values[record['mean']], np.float64)
+  variance = np.asarray(values[record['variance']], np.float64)
+  if isinstance(record.get('step'), int):  # per-step statistics at a fixed step: its row
+    mean, variance = mean[record['step']], variance[record['step']]
+  mean, variance = mean.reshape(-1), variance.reshape(-1)
   gamma = np.asarray(values[record['gamma']], np.float64).reshape(-1) if record['gamma'] else 1.0
   beta = np.asarray(values[record['beta']], np.float64).reshape(-1) if record['beta'] else 0.0
   scale = gamma / np.sqrt(variance + record['epsilon']) * np.ones_like(mean)
@@ -350,6 +360,8 @@ def _fold_into(graph, target, scale, shift):
 def _parameter_shape(record, values):
   """The broadcast shape of the layer's parameters against its input."""
   own = np.shape(values[record['mean']])
+  if isinstance(record.get('step'), int):  # per-step statistics: one row
+    own = own[1:]
   if len(own) == record['rank']:
     return list(own)  # tf.layers with several axes keeps them broadcast-shaped
   shape = [1] * record['rank']
@@ -386,6 +398,9 @@ def fold(graph_def, layer_records, values, output_nodes, into_ops=True):
     record = dict(record, input=replaced.get(source, source))
     graph = _Graph(graph_def_copy)
     if _name(record['output']) not in graph.nodes or _name(record['input']) not in graph.nodes:
+      continue
+    if record.get('step') == 'tensor':
+      report.per_step_kept.append(record['output'])
       continue
     target = _foldable(graph, record) if into_ops else None
     if target is not None:

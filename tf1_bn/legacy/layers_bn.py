@@ -46,11 +46,14 @@ the supported TensorFlow releases does (`tf.compat.v1.nn.fused_batch_norm`
 raised it to 1.001e-5 on old releases; none from 2.12 to 2.21 does).
 """
 import contextlib
+import functools
 
 import numpy as np
 import tensorflow as tf
 
 from tf1_bn.bn import core
+from tf1_bn.bn import masking
+from tf1_bn.bn import steps
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
 from tf1_bn.common.log import warn_once
@@ -165,7 +168,7 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
                         gamma_constraint=None, training=False, trainable=True, name=None,
                         reuse=None, renorm=False, renorm_clipping=None, renorm_momentum=0.99,
                         fused=None, virtual_batch_size=None, adjustment=None,
-                        synchronized=False):
+                        synchronized=False, mask=None, step=None, max_steps=None):
   """Drop-in for `tf.compat.v1.layers.batch_normalization` (see the module doc).
 
   Variables under the layer scope (`batch_normalization`,
@@ -176,7 +179,11 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
 
   `synchronized=True` (Keras' name; not in the legacy function) computes the
   training statistics over the global batch of every replica: see
-  `tf1_bn.bn.replicas`.
+  `tf1_bn.bn.replicas`. `mask` (not in the legacy function): positions left
+  out of the batch statistics, see `tf1_bn.bn.masking`. `step` and
+  `max_steps` (not in the legacy function): per-time-step moving statistics
+  of shape [max_steps, C], see `tf1_bn.bn.steps`. Inside a loop body the
+  updates are made in place instead (see `tf1_bn.bn.loops`).
   """
   v.check_graph_mode('batch_normalization')
   options = check_arguments(
@@ -192,13 +199,18 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
   training = switch_lib.check_training(training, allow_int=True)
   reuse = v.check_reuse(reuse)
   synchronized = v.check_synchronized(synchronized, virtual_batch_size)
+  mask = masking.check_mask(mask, shape, axes)
+  step, max_steps = steps.check_step(step, max_steps, [
+      (options['renorm'], 'renorm'), (virtual_batch_size is not None, 'virtual_batch_size'),
+      (len(axes) != 1, f'several axes ({axes})')])
   name = v.check_name(name) or None  # '' is the default name, as for the legacy Keras layer
 
   with tf.compat.v1.variable_scope(name, default_name='batch_normalization', reuse=reuse):
     x = tf.convert_to_tensor(inputs)
     outputs, update = build_layer(x, axes, **layer_options(options, virtual_batch_size),
                                   training=training, synchronized=synchronized,
-                                  warn_fallback=True)
+                                  warn_fallback=True, mask=mask, step=step,
+                                  max_steps=max_steps)
     return core.attach_update(outputs, update, 'collection', per_variable=True)
 
 
@@ -262,7 +274,7 @@ def layer_options(options, virtual_batch_size):
 def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regularizers,
                 constraints, training, trainable, renorm, clipping, renorm_momentum, fused,
                 virtual_batch_size, adjustment, synchronized=False, collections=None,
-                warn_fallback=False, variables=None):
+                warn_fallback=False, variables=None, mask=None, step=None, max_steps=None):
   """A tf.layers BatchNormalization in the current variable scope.
 
   Returns (outputs, update); the update is None when `trainable` is False
@@ -285,11 +297,12 @@ def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regu
     variables = create_variables(shape_of_params, param_dtype,
                                  initializers, center, scale, trainable, renorm,
                                  regularizers=regularizers, constraints=constraints,
-                                 collections=collections)
+                                 collections=collections, max_steps=max_steps)
   training = switch_lib.resolve_training(training)
   if use_fused_semantics:
     moving = fused_moving_statistics(variables['moving_mean'], variables['moving_variance'],
                                      momentum)
+    moving.slot = steps.slot(step, max_steps)
   else:
     renorm_state = None
     if renorm:
@@ -297,12 +310,13 @@ def build_layer(x, axes, *, momentum, epsilon, center, scale, initializers, regu
                                  variables['renorm_stddev'], clipping, 1.0 - renorm_momentum)
     moving = general_moving_statistics(variables['moving_mean'], variables['moving_variance'],
                                        momentum, renorm=renorm_state)
+    moving.slot = steps.slot(step, max_steps)
   # Off the legacy's fused semantics, fused=False keeps the legacy's kernel too.
   kernel = False if (fused is False and not use_fused_semantics) else None
   return core.build(x, axes=axes, training=training, gamma=variables.get('gamma'),
                     beta=variables.get('beta'), moving=moving, epsilon=epsilon, fused=kernel,
                     update=trainable and builds_update, virtual_batch_size=virtual_batch_size,
-                    adjustment=adjustment, call=call, synchronized=synchronized)
+                    adjustment=adjustment, call=call, synchronized=synchronized, mask=mask)
 
 
 @contextlib.contextmanager
@@ -319,25 +333,27 @@ def unpartitioned():
 
 
 def create_variables(shape, dtype, initializers, center, scale, trainable, renorm,
-                     regularizers=None, constraints=None, collections=None, beta_first=False):
+                     regularizers=None, constraints=None, collections=None, beta_first=False,
+                     max_steps=None):
   """tf.layers' variables, in its creation order, outside any control flow.
 
   `collections` maps a variable name to extra collections (slim's
   `variables_collections`). `beta_first` is the order of slim's own fused and
-  general paths (tf.layers creates gamma first).
+  general paths (tf.layers creates gamma first). `max_steps`: per-step
+  moving statistics, one row per step (`tf1_bn.bn.steps`).
   """
   regularizers = regularizers or {}
   constraints = constraints or {}
   collections = collections or {}
 
-  def make(var_name, initializer, is_trainable):
+  def make(var_name, initializer, is_trainable, var_shape=shape):
     extra = list(collections.get(var_name) or [])
     kwargs = {}
     if extra:
       # get_variable adds TRAINABLE_VARIABLES itself for a trainable variable.
       kwargs['collections'] = [tf.compat.v1.GraphKeys.GLOBAL_VARIABLES] + extra
     return tf.compat.v1.get_variable(
-        var_name, shape, dtype, initializer, regularizer=regularizers.get(var_name),
+        var_name, var_shape, dtype, initializer, regularizer=regularizers.get(var_name),
         trainable=is_trainable, constraint=constraints.get(var_name), **kwargs)
 
   variables = {}
@@ -347,7 +363,8 @@ def create_variables(shape, dtype, initializers, center, scale, trainable, renor
       if wanted:
         variables[var_name] = make(var_name, initializers[var_name], trainable)
     with unpartitioned():
-      _create_statistics(variables, make, initializers, renorm)
+      _create_statistics(variables, functools.partial(
+          make, var_shape=steps.statistics_shape(shape, max_steps)), initializers, renorm)
   return variables
 
 

@@ -44,6 +44,8 @@ import sys
 import tensorflow as tf
 
 from tf1_bn.bn import core
+from tf1_bn.bn import masking
+from tf1_bn.bn import steps
 from tf1_bn.legacy import layers_bn as layers
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
@@ -169,7 +171,8 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
                reuse=None, variables_collections=None, outputs_collections=None,
                trainable=True, batch_weights=None, fused=None, data_format='NHWC',
                zero_debias_moving_mean=False, scope=None, renorm=False, renorm_clipping=None,
-               renorm_decay=0.99, adjustment=None, synchronized=False):
+               renorm_decay=0.99, adjustment=None, synchronized=False, mask=None, step=None,
+               max_steps=None):
   """Drop-in for `slim.batch_norm` / `tf.contrib.layers.batch_norm` (see the module doc).
 
   `updates_collections=None` updates the moving statistics in place (the
@@ -181,7 +184,12 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   `slim.arg_scope([slim.batch_norm], ...)` (after `tf1_bn.patch_slim()`) it
   takes the scope's defaults, as slim's does. `synchronized=True` (not in
   slim) computes the training statistics over the global batch of every
-  replica: see `tf1_bn.bn.replicas`.
+  replica: see `tf1_bn.bn.replicas`. `mask` (not in slim): positions left
+  out of the batch statistics, see `tf1_bn.bn.masking`; it multiplies
+  `batch_weights`. `step` and `max_steps` (not in slim): per-time-step
+  moving statistics of shape [max_steps, C], see `tf1_bn.bn.steps`. Inside
+  a loop body the updates are made in place whatever `updates_collections`
+  says (see `tf1_bn.bn.loops`).
   """
   v.check_graph_mode('batch_norm')
   _check_data_format(data_format)
@@ -222,6 +230,9 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   clipping = v.check_renorm_clipping(renorm_clipping)
   renorm_decay = v.check_probability(renorm_decay, 'renorm_decay')
   synchronized = v.check_synchronized(synchronized)
+  mask = masking.check_mask(mask, shape, axes)
+  step, max_steps = steps.check_step(step, max_steps, [
+      (renorm, 'renorm'), (zero_debias, 'zero_debias_moving_mean')])
   if batch_weights is not None:
     weights_shape, weights_dtype = v.static_shape_and_dtype(batch_weights, 'batch_weights')
     v.check_real_dtype(weights_dtype, 'batch_weights')
@@ -238,12 +249,14 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
           initializers=initializers, regularizers=regularizers, constraints={},
           training=is_training, trainable=trainable, renorm=renorm, clipping=clipping,
           renorm_momentum=renorm_decay, fused=fused, virtual_batch_size=None,
-          adjustment=adjustment, synchronized=synchronized, collections=collections)
+          adjustment=adjustment, synchronized=synchronized, collections=collections, mask=mask,
+          step=step, max_steps=max_steps)
       outputs = core.attach_update(outputs, update, 'collection', per_variable=True)
     else:
       outputs = _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializers,
                             regularizers, collections, is_training, trainable, zero_debias,
-                            batch_weights, updates_list, fused, synchronized)
+                            batch_weights, updates_list, fused, synchronized, mask, step,
+                            max_steps)
     if activation_fn is not None:
       outputs = activation_fn(outputs)
     return _collect_outputs(outputs, sc.name, outputs_list)
@@ -251,7 +264,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
 
 def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializers, regularizers,
                 collections, is_training, trainable, zero_debias, batch_weights, updates_list,
-                fused, synchronized):
+                fused, synchronized, mask=None, step=None, max_steps=None):
   """slim's own fused and general paths."""
   if path == 'fused':
     param_dtype, variance_kind = tf.float32, 'sample'
@@ -261,7 +274,8 @@ def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializer
   call, builds_update = core.register_replicas(x.shape[axes[0]], synchronized)
   variables = layers.create_variables([x.shape[axes[0]]], param_dtype, initializers, center,
                                       scale, trainable, renorm=False, regularizers=regularizers,
-                                      collections=collections, beta_first=True)
+                                      collections=collections, beta_first=True,
+                                      max_steps=max_steps)
   debias = None
   if zero_debias:
     moving_mean = variables['moving_mean']
@@ -273,13 +287,14 @@ def _build_slim(x, axes, path, dtype, decay, epsilon, center, scale, initializer
           tf.compat.v1.get_variable('local_step', [], moving_mean.dtype.base_dtype,
                                     tf.compat.v1.zeros_initializer(), trainable=False))
   moving = core.MovingStatistics(variables['moving_mean'], variables['moving_variance'],
-                                 1.0 - decay, variance_kind, zero_debias=debias)
+                                 1.0 - decay, variance_kind, zero_debias=debias,
+                                 slot=steps.slot(step, max_steps))
   training = switch_lib.resolve_training(is_training)
   outputs, update = core.build(
       x, axes=axes, training=training, gamma=variables.get('gamma'), beta=variables.get('beta'),
       moving=moving, epsilon=epsilon, fused=None if (path == 'fused' or fused) else False,
       update=builds_update, batch_weights=batch_weights, call=call, synchronized=synchronized,
-      in_place=updates_list is None)
+      mask=mask, in_place=updates_list is None)
   if updates_list is None:
     return core.attach_update(outputs, update, 'inline')
   # slim's own paths collect what the assigns return (tensor-like, with

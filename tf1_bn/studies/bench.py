@@ -603,6 +603,36 @@ def lstm_cases(shape, settings):
   return _model_cases('lstm', shape, settings, bench_cells)
 
 
+def _built_step_case(title, steps, reference, bound_input=None):
+  """A Case of `_StepRunner`s, one per `{row: build}` of `steps()`."""
+  def runners():
+    return {name: _StepRunner(build) for name, build in steps().items()}
+  return Case(title, runners, reference, bound_input)
+
+
+@register_case_kind('masked', 'masked:64x50x256',
+                    'BN on a zero-padded [B, T, C] batch, a training step whatever --modes '
+                    'says: bn_layer(x, mask=m) against bn_layer(x) on the same tensor, '
+                    'unfused, and weighted moments by hand', 3)
+def masked_cases(shape, settings):
+  from tf1_bn.studies import bench_sequences
+  del settings  # float32, train: the mask only changes the training statistics
+  return [_built_step_case(f'masked {"x".join(map(str, shape))} float32 train',
+                           lambda: bench_sequences.masked_steps(shape),
+                           bench_sequences.UNMASKED, (tuple(shape), 'float32'))]
+
+
+@register_case_kind('bnlstm', 'bnlstm:64x8x8x128',
+                    'a dynamic_rnn training step over T steps of D inputs, U units, whatever '
+                    '--modes says: BNLSTMCell against the same LSTM without BN', 4)
+def bn_lstm_cases(shape, settings):
+  from tf1_bn.studies import bench_sequences
+  del settings  # float32, train
+  return [_built_step_case(f'bnlstm {"x".join(map(str, shape))} float32 train',
+                           lambda: bench_sequences.bn_lstm_steps(shape),
+                           bench_sequences.LSTM)]
+
+
 class _BuildRunner:
   """Builds `count` layers of one implementation, chained, in a new graph."""
 

@@ -5,6 +5,11 @@ session loop that feeds `{tf1_bn.training_placeholder(): True}` and evaluated
 on the held-out split without that feed (the moving statistics normalize).
 All models share the seed, the steps, the optimizer and the data order, so
 the table compares the layers only.
+
+The sequence study (`sequence_study`: the digits read as 8-row sequences,
+an LSTM against `tf1_bn.BNLSTMCell`, and padded sequences with and without
+`mask=`) follows, with its table and `sequences.png`; it adds about 5 s on
+two cores (`--no-sequences` skips it).
 """
 import argparse
 import dataclasses
@@ -15,7 +20,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tf1_bn.studies import digits
+from tf1_bn.studies import digits, sequence_study
 from tf1_bn.bn import precise
 from tf1_bn.common import progress as progress_lib
 from tf1_bn.bn.replicas import tower
@@ -430,6 +435,43 @@ def plot_towers(at_scale, path):
   return fig
 
 
+def _accuracy_panel(ax, rows, title):
+  """Test accuracy (inference mode) of each sequence model against the step."""
+  for i, row in enumerate(rows):
+    steps, accuracy = zip(*row['curve'])
+    ax.plot(steps, accuracy, label=row['model'], color=_COLORS[i % len(_COLORS)], lw=1.4,
+            marker='.' if len(steps) < 3 else None)
+  target = sequence_study.TARGET_ACCURACY
+  ax.axhline(target, color='black', lw=0.8, ls=':')
+  ax.annotate(f'{target:.0%} accuracy', (0.99, target), xycoords=('axes fraction', 'data'),
+              ha='right', va='bottom', fontsize=8)
+  ax.set(xlabel='training step', ylabel='test accuracy, inference mode (moving statistics)',
+         title=title)
+  ax.grid(True, alpha=0.2)
+  _legend_below(ax, columns=1)
+
+
+def plot_sequences(rows, path):
+  """sequences.png: the sequence study's test accuracy curves, full
+  sequences (LSTM against BNLSTMCell) and padded ones (BN without and with
+  `mask=`), one panel each (a panel without rows is left out). Returns the
+  (closed) figure."""
+  plt = _pyplot()
+  panels = [(group, title) for group, title in (
+      ([r for r in rows if 'mean_gap' not in r],
+       f'digits as {sequence_study.ROWS}-row sequences: LSTM against BNLSTMCell'),
+      ([r for r in rows if 'mean_gap' in r],
+       f'cut to {sequence_study.MIN_ROWS}-{sequence_study.ROWS} rows, zero-padded: '
+       'BN without and with mask=')) if group]
+  fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6.5), squeeze=False)
+  for ax, (group, title) in zip(axes[0], panels):
+    _accuracy_panel(ax, group, title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=DPI)
+  plt.close(fig)
+  return fig
+
+
 # --- Small batches at scale: synchronized BN on towers ------------------------------
 # REPLICAS towers of SMALL_BATCH_SIZE examples each (one logical CPU device
 # per tower): local statistics (each tower's 2 examples; tower 0's update)
@@ -537,10 +579,13 @@ def precise_audit_table(studied):
 DOCS_PAGE = 'demo.md'
 BEGIN_MARKER = '<!-- demo:begin -->'
 END_MARKER = '<!-- demo:end -->'
-PICTURES = ('demo.png', 'precise.png', 'towers.png')
+SEQUENCES_PICTURE = 'sequences.png'  # not with --no-sequences
+PICTURES = ('demo.png', 'precise.png', 'towers.png', SEQUENCES_PICTURE)
 _PICTURE_TEXT = {'demo.png': 'test error, training loss and moving statistics of every model',
                  'precise.png': 'moving against recomputed statistics',
-                 'towers.png': 'local against synchronized statistics on 8 towers'}
+                 'towers.png': 'local against synchronized statistics on 8 towers',
+                 SEQUENCES_PICTURE: 'LSTM against BNLSTMCell, and padded sequences with and '
+                                    'without mask='}
 
 
 def _marked_span(text, path):
@@ -599,9 +644,9 @@ def write_docs_block(path, body):
       os.remove(staged)
 
 
-def docs_block(text, argv):
+def docs_block(text, argv, pictures=PICTURES):
   """The block the docs page gets: provenance, the tables, the pictures."""
-  pictures = '\n\n'.join(f'![{_PICTURE_TEXT[name]}]({name})' for name in PICTURES)
+  pictures = '\n\n'.join(f'![{_PICTURE_TEXT[name]}]({name})' for name in pictures)
   return f'{provenance(argv)}\n\n{text}\n\n{pictures}'
 
 
@@ -619,13 +664,19 @@ def build_parser(parser=None):
                       f'{BEGIN_MARKER} and {END_MARKER} (with the date, machine and command) '
                       'and copy the pictures into DOCS')
   parser.add_argument('--docs', default='docs', help='the DOCS folder of --write-docs')
+  parser.add_argument('--sequences', action=argparse.BooleanOptionalAction, default=True,
+                      help='run the sequence study (the digits as 8-row sequences: LSTM against '
+                      'BNLSTMCell, padded sequences with and without mask=) and write '
+                      f'{SEQUENCES_PICTURE}; --no-sequences skips it')
+  parser.add_argument('--sequence-steps', type=int, default=sequence_study.STEPS,
+                      help='training steps per model of the sequence study')
   return parser
 
 
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else list(argv)
   args = build_parser().parse_args(argv)
-  for name in ('steps', 'eval_every'):
+  for name in ('steps', 'eval_every', 'sequence_steps'):
     if getattr(args, name) < 1:
       raise ValueError(f'--{name.replace("_", "-")} must be >= 1, received '
                        f'{getattr(args, name)}.')
@@ -641,19 +692,26 @@ def main(argv=None):
                        'Audit (before recomputing):', precise_audit_table(studied),
                        f'## Small batches at scale ({at_scale[0].eval_steps[-1]} steps)',
                        table(at_scale)])
+  pictures = tuple(name for name in PICTURES if args.sequences or name != SEQUENCES_PICTURE)
+  if args.sequences:
+    sequences = sequence_study.run(args.sequence_steps, seed=args.seed)
+    text += (f'\n\n## Sequences ({args.sequence_steps} steps)\n\n' +
+             sequence_study.report(sequences))
   (out / 'demo.md').write_text(text + '\n', encoding='utf-8')
   plot(results, out / 'demo.png')
   plot_precise(studied, out / 'precise.png')
   plot_towers(at_scale, out / 'towers.png')
+  if args.sequences:
+    plot_sequences(sequences, out / SEQUENCES_PICTURE)
   print(text)
   bn_best = max(r.final_accuracy for r in results if r.model.bn)
-  written = [out / 'demo.md'] + [out / name for name in PICTURES]
+  written = [out / 'demo.md'] + [out / name for name in pictures]
   if args.write_docs:
     import shutil
-    for name in PICTURES:
+    for name in pictures:
       shutil.copyfile(out / name, docs / name)
-    write_docs_block(docs / DOCS_PAGE, docs_block(text, argv))
-    written += [docs / DOCS_PAGE] + [docs / name for name in PICTURES]
+    write_docs_block(docs / DOCS_PAGE, docs_block(text, argv, pictures))
+    written += [docs / DOCS_PAGE] + [docs / name for name in pictures]
   print(f'\nbest BN model: {bn_best:.4f} test accuracy. Wrote '
         f'{", ".join(str(path) for path in written)}.')
   return 0

@@ -9,10 +9,13 @@ with TF_USE_LEGACY_KERAS=1; the command re-runs itself with it set) and are
 skipped with a message when tf-keras is missing; the two that train on the
 digits need scikit-learn (the [demo] extra) and are skipped with a message
 without it. Skipped pitfalls do not change the exit status.
+
+An item is a function decorated with `pitfall_items.pitfall`; this module
+defines the classic ones and lists them in `PITFALLS`, followed by those of
+`pitfalls_sequences` (BN in a while_loop, padding in sequences).
 """
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import sys
@@ -22,105 +25,28 @@ import numpy as np
 
 from tf1_bn.common import log
 from tf1_bn.studies import legacy_child as legacy
+from tf1_bn.studies.pitfall_items import (SKLEARN_MESSAGE,  # noqa: F401 (read here)
+                                          error_lines, error_text, first_lines,
+                                          max_error, normalized, pitfall, tf_modules)
+from tf1_bn.studies.pitfalls_sequences import PITFALLS as SEQUENCE_PITFALLS
 
 BATCH_MOMENT_OPS = ('Mean', 'SquaredDifference')
 HEADER = ('The TensorFlow errors below are reproduced on purpose: each pitfall shows what '
           'goes wrong, then what tf1_bn does instead. (With TF_CPP_MIN_LOG_LEVEL below 2, '
           "TensorFlow's own log lines about them, such as `Local rendezvous is aborting`, "
           'reach stderr too; they are expected.)\n')
-SKLEARN_MESSAGE = ('needs scikit-learn, which provides the digits data: pip install '
-                   '"tf1_bn[demo]".')
-
-
-def _sklearn_missing():
-  try:
-    import sklearn.datasets  # noqa: F401  (what digits.load imports)
-  except ImportError:
-    return True
-  return False
-
-
-@dataclasses.dataclass
-class Outcome:
-  key: str
-  title: str
-  reproduced: bool = False
-  evidence: str = ''
-  remedy: str = ''
-  remedy_ok: bool = False
-  skipped: str = ''
-  details: dict = dataclasses.field(default_factory=dict)
-
-
-def _tf():
-  import tensorflow as tf
-  return tf, tf.compat.v1
-
-
-def _error_text(build):
-  """The `Type: message` of the exception `build()` raises, or None."""
-  try:
-    build()
-  except Exception as error:  # the text is the evidence, whatever its type
-    return f'{type(error).__name__}: {error}'
-  return None
-
-
-def _first_lines(text, count=2):
-  return '\n'.join([line for line in text.strip().splitlines() if line.strip()][:count])
-
-
-def _error_lines(message):
-  """The first line, the message and the failing node of a runtime error
-  (without the Python traceback TensorFlow inserts between them)."""
-  lines = [line for line in message.strip().splitlines() if line.strip()]
-  keep = [lines[0]] + [line for line in lines[1:]
-                       if 'Incompatible shapes' in line or '{{node' in line]
-  return '\n'.join(keep)
-
-
-def _normalized(x, eps):
-  """numpy reference: batch-normalized columns (population variance)."""
-  x = np.asarray(x, np.float64)
-  return (x - x.mean(0)) / np.sqrt(x.var(0) + eps)
-
-
-def _max_error(actual, expected):
-  return float(np.max(np.abs(np.asarray(actual, np.float64) - expected)))
-
-
-def _pitfall(title, needs_legacy=False, needs_sklearn=False):
-  """Registers a pitfall: it receives an empty Outcome (key = its name) to fill.
-  One that `needs_legacy` is skipped with a message when the legacy layer
-  cannot run in this process; one that `needs_sklearn` (trains on the
-  digits) when scikit-learn cannot be imported."""
-  def register(fill):
-    @functools.wraps(fill)
-    def run():
-      outcome = Outcome(fill.__name__, title)
-      if needs_legacy and not legacy.active():
-        outcome.skipped = legacy.SKIP_MESSAGE
-        return outcome
-      if needs_sklearn and _sklearn_missing():
-        outcome.skipped = SKLEARN_MESSAGE
-        return outcome
-      fill(outcome)
-      return outcome
-    return run
-  return register
-
 
 # 1 ---------------------------------------------------------------------------
-@_pitfall('Input has undefined `axis` dimension: a (features, batch) layout', needs_legacy=True)
+@pitfall('Input has undefined `axis` dimension: a (features, batch) layout', needs_legacy=True)
 def undefined_axis(outcome):
   import tf1_bn
-  tf, v1 = _tf()
+  tf, v1 = tf_modules()
   with tf.Graph().as_default():
     x = v1.placeholder(tf.float32, [None, 5], name='x')
     features_by_batch = tf.transpose(x)  # (5, ?): each column one example
-    legacy_error = _error_text(lambda: v1.layers.batch_normalization(
+    legacy_error = error_text(lambda: v1.layers.batch_normalization(
         features_by_batch, axis=-1, training=True))
-    ours_error = _error_text(lambda: tf1_bn.bn_layer(features_by_batch, training=True))
+    ours_error = error_text(lambda: tf1_bn.bn_layer(features_by_batch, training=True))
   outcome.reproduced = bool(legacy_error) and 'undefined `axis` dimension' in legacy_error
   outcome.evidence = ('x: (?, 5); tf.compat.v1.layers.batch_normalization(tf.transpose(x), '
                       f'axis=-1)\n{legacy_error}')
@@ -131,7 +57,7 @@ def undefined_axis(outcome):
     with v1.Session() as sess:
       sess.run(v1.global_variables_initializer())
       out = sess.run(y, {x: batch})
-  error = _max_error(out, _normalized(batch, 1e-5))
+  error = max_error(out, normalized(batch, 1e-5))
   outcome.remedy = (f'tf1_bn.bn_layer(tf.transpose(x)) raises at build time:\n{ours_error}\n'
                     f'Normalizing the (batch, features) tensor, axis=-1, works for any batch '
                     f'size: max |error| vs numpy {error:.1e}.')
@@ -159,7 +85,7 @@ def _write_csv_files(folder, seed=0):
 
 def _csv_minibatches():
   """The asker's pipeline: TextLineDataset per file, decode_csv, shuffle, batch(7)."""
-  tf, v1 = _tf()
+  tf, v1 = tf_modules()
 
   def decode_csv(line):
     columns = v1.decode_csv(line, [[0.0]] * 5 + [[0]])
@@ -180,14 +106,14 @@ def _epoch(sess, iterator, filenames, paths, fetches, feed):
   while True:
     try:
       results.append(sess.run(fetches, feed))
-    except _tf()[0].errors.OutOfRangeError:
+    except tf_modules()[0].errors.OutOfRangeError:
       return results
 
 
-@_pitfall('Incompatible shapes: [7] vs. [2] in the moving-average update', needs_legacy=True)
+@pitfall('Incompatible shapes: [7] vs. [2] in the moving-average update', needs_legacy=True)
 def incompatible_shapes(outcome):
   import tf1_bn
-  tf, v1 = _tf()
+  tf, v1 = tf_modules()
   with tempfile.TemporaryDirectory() as folder:
     paths = _write_csv_files(folder)
     with tf.Graph().as_default():
@@ -205,14 +131,14 @@ def incompatible_shapes(outcome):
         train_op = v1.train.AdamOptimizer(0.01).minimize(loss)
       with v1.Session() as sess:
         sess.run(v1.global_variables_initializer())
-        message = _error_text(lambda: _epoch(sess, iterator, filenames, paths, train_op,
+        message = error_text(lambda: _epoch(sess, iterator, filenames, paths, train_op,
                                              {training: True}))
     outcome.reproduced = bool(message) and 'Incompatible shapes: [7] vs. [2]' in message
     outcome.evidence = (f'{sum(CSV_ROWS)} CSV rows, batch({MINIBATCH}), '
                         f'tf.reshape(X, [{MINIBATCH}, 5]), tf.transpose, axis=-1 (center and '
                         'scale off); '
                         f'the last minibatch has {sum(CSV_ROWS) % MINIBATCH} rows:\n'
-                        + _error_lines(message or 'no error'))
+                        + error_lines(message or 'no error'))
 
     with tf.Graph().as_default():
       filenames, iterator, features = _csv_minibatches()
@@ -223,7 +149,7 @@ def incompatible_shapes(outcome):
         sess.run(v1.global_variables_initializer())
         batches = _epoch(sess, iterator, filenames, paths, [z, y], None)
   sizes = [len(b[0]) for b in batches]
-  errors = [_max_error(out, _normalized(pre, 1e-3)) for pre, out in batches]
+  errors = [max_error(out, normalized(pre, 1e-3)) for pre, out in batches]
   outcome.remedy = (
       'Keep (batch, features) and normalize axis=-1 with no reshape: the batch size stays '
       f'dynamic. tf1_bn.batch_normalization on the same pipeline ran minibatches of {sizes} '
@@ -243,7 +169,7 @@ def _digits_model(layer, split, steps, with_update_ops, seed=0):
   False, the moving statistics, and the session objects for more runs."""
   from tf1_bn.studies import digits
   from tf1_bn.bn import update_ops
-  tf, v1 = _tf()
+  tf, v1 = tf_modules()
   graph = tf.Graph()
   with graph.as_default():
     v1.set_random_seed(seed)
@@ -271,12 +197,12 @@ def _digits_model(layer, split, steps, with_update_ops, seed=0):
               moving={var.op.name: sess.run(var) for var in moving})
 
 
-@_pitfall('Train op without the UPDATE_OPS dependency: moving statistics stay 0 / 1',
+@pitfall('Train op without the UPDATE_OPS dependency: moving statistics stay 0 / 1',
           needs_sklearn=True)
 def missing_update_ops(outcome, steps=300):
   from tf1_bn.studies import digits
   import tf1_bn
-  tf, v1 = _tf()
+  tf, v1 = tf_modules()
   # Pixels as stored (0..16): BN is expected to handle the scale.
   split = digits.load(seed=0, scale=False)
   if legacy.active():
@@ -306,13 +232,13 @@ def missing_update_ops(outcome, steps=300):
                                      training=True, name='bn_b')
     loss = tf.reduce_sum(out * v1.get_variable('w', [64]))
     train_op = v1.train.GradientDescentOptimizer(0.1).minimize(loss)
-    check_error = _error_text(lambda: tf1_bn.check_update_ops(train_op))
+    check_error = error_text(lambda: tf1_bn.check_update_ops(train_op))
   fixed = _digits_model(
       lambda h, training, name: tf1_bn.batch_normalization(h, training=training),
       split, steps, with_update_ops=True)
   fixed['sess'].close()
   outcome.remedy = (
-      f'tf1_bn.check_update_ops(train_op) on such a graph:\n{_first_lines(check_error or "")}\n'
+      f'tf1_bn.check_update_ops(train_op) on such a graph:\n{first_lines(check_error or "")}\n'
       f'Built with tf1_bn.minimize(optimizer, loss): test accuracy in inference '
       f'{fixed["accuracy_inference"]:.4f} (training=True: {fixed["accuracy_training_true"]:.4f}).')
   outcome.remedy_ok = (bool(check_error) and 'bn_a' in check_error and 'bn_b' in check_error
@@ -324,7 +250,7 @@ def missing_update_ops(outcome, steps=300):
                          check_error=check_error)
 
 
-@_pitfall('training left True at test time: a prediction depends on the rest of its batch',
+@pitfall('training left True at test time: a prediction depends on the rest of its batch',
           needs_sklearn=True)
 def training_true_at_test(outcome, steps=300):
   from tf1_bn.studies import digits
@@ -348,9 +274,9 @@ def training_true_at_test(outcome, steps=300):
       rows[(mode, label)] = int(np.argmax(row))
   sess.close()
   labels = list(batches)
-  train_gap = _max_error(logit_rows[('training=True', labels[0])],
+  train_gap = max_error(logit_rows[('training=True', labels[0])],
                          logit_rows[('training=True', labels[1])])
-  infer_gap = _max_error(logit_rows[('inference', labels[0])], logit_rows[('inference', labels[1])])
+  infer_gap = max_error(logit_rows[('inference', labels[0])], logit_rows[('inference', labels[1])])
   outcome.reproduced = train_gap > 1e-2
   outcome.evidence = (f'one test example (a {digit}), evaluated in two batches with training=True:\n'
                       + '\n'.join(f'  {label}: predicted {rows[("training=True", label)]}'
@@ -371,7 +297,7 @@ def _frozen_layer_run(build):
   """Builds `build(x)` on a 3-channel input whose moving statistics hold
   'pre-trained' values, runs it in training mode and in inference on one
   batch, then runs every UPDATE_OPS op. Returns the numbers."""
-  tf, v1 = _tf()
+  tf, v1 = tf_modules()
   batch = np.random.RandomState(2).randn(16, 3).astype(np.float32) * 3 + 8
   with tf.Graph().as_default():
     x = v1.placeholder(tf.float32, [None, 3])
@@ -395,13 +321,13 @@ def _frozen_layer_run(build):
               update_ops=len(updates), moving_after=after)
 
 
-@_pitfall('trainable=False is not training=False (frozen BN in fine-tuning)', needs_legacy=True)
+@pitfall('trainable=False is not training=False (frozen BN in fine-tuning)', needs_legacy=True)
 def trainable_vs_training(outcome):
   import tf1_bn
-  tf, v1 = _tf()
+  tf, v1 = tf_modules()
   frozen = _frozen_layer_run(lambda x, training: v1.layers.batch_normalization(
       x, training=training, trainable=False))
-  gap = _max_error(frozen['fine_tune'], frozen['inference'])
+  gap = max_error(frozen['fine_tune'], frozen['inference'])
   batch = frozen['batch']
   outcome.reproduced = gap > 0.1
   outcome.evidence = (
@@ -414,8 +340,8 @@ def trainable_vs_training(outcome):
   ours = _frozen_layer_run(lambda x, training: tf1_bn.bn_layer(x, training=training,
                                                                trainable=False))
   expected = (ours['batch'] - PRETRAINED_MEAN) / np.sqrt(PRETRAINED_VARIANCE + 1e-5)
-  ours_gap = _max_error(ours['fine_tune'], ours['inference'])
-  ours_error = _max_error(ours['fine_tune'], expected)
+  ours_gap = max_error(ours['fine_tune'], ours['inference'])
+  ours_error = max_error(ours['fine_tune'], expected)
   outcome.remedy = (
       f'tf1_bn.bn_layer(x, trainable=False) freezes: trainable variables {ours["trainable"]}, '
       f'update ops {ours["update_ops"]}, fine-tuning equals inference (gap {ours_gap:.1e}) and '
@@ -431,7 +357,7 @@ def trainable_vs_training(outcome):
 
 # 6 ---------------------------------------------------------------------------
 def _executed_op_types(sess, fetch, feed):
-  _, v1 = _tf()
+  _, v1 = tf_modules()
   metadata = v1.RunMetadata()
   sess.run(fetch, feed, options=v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE),
            run_metadata=metadata)
@@ -445,7 +371,7 @@ def _recipe_then_bn_layer(features):
   default graph until the caller asks for the next one."""
   import tf1_bn
   from tf1_bn.studies.recipe import classic_recipe
-  tf, v1 = _tf()
+  tf, v1 = tf_modules()
   for name, build in (('recipe', classic_recipe), ('bn_layer', lambda x, t: tf1_bn.bn_layer(x, t))):
     with tf.Graph().as_default():
       x = v1.placeholder(tf.float32, [None, features])
@@ -453,9 +379,9 @@ def _recipe_then_bn_layer(features):
       yield name, x, training, build(x, training)
 
 
-@_pitfall('The recipe computes batch moments at inference too')
+@pitfall('The recipe computes batch moments at inference too')
 def recipe_inference_moments(outcome):
-  _, v1 = _tf()
+  _, v1 = tf_modules()
   batch = np.random.RandomState(3).randn(32, 8).astype(np.float32)
   counts = {}
   for name, x, _, y in _recipe_then_bn_layer(8):
@@ -473,9 +399,9 @@ def recipe_inference_moments(outcome):
   outcome.details = counts
 
 
-@_pitfall("The recipe's moving variance starts at 0: inference before (or early in) training explodes")
+@pitfall("The recipe's moving variance starts at 0: inference before (or early in) training explodes")
 def recipe_variance_starts_at_zero(outcome):
-  _, v1 = _tf()
+  _, v1 = tf_modules()
   data = np.random.RandomState(4).randn(64, 8).astype(np.float32) * 2
   checkpoints = (0, 1, 10, 50)
   stds = {}
@@ -499,11 +425,11 @@ def recipe_variance_starts_at_zero(outcome):
   outcome.details = dict(stds=stds, checkpoints=list(checkpoints), input_std=float(data.std()))
 
 
-@_pitfall("Reusing the recipe for an eval tower: its second ema.apply finds no variable")
+@pitfall("Reusing the recipe for an eval tower: its second ema.apply finds no variable")
 def recipe_reuse(outcome):
   import tf1_bn
   from tf1_bn.studies.recipe import classic_recipe
-  tf, v1 = _tf()
+  tf, v1 = tf_modules()
   batch = np.random.RandomState(5).randn(16, 4).astype(np.float32)
   with tf.Graph().as_default():
     x = v1.placeholder(tf.float32, [None, 4])
@@ -514,10 +440,10 @@ def recipe_reuse(outcome):
       with v1.variable_scope(v1.get_variable_scope(), reuse=True):
         classic_recipe(x, False)
 
-    message = _error_text(eval_tower)
+    message = error_text(eval_tower)
   outcome.reproduced = bool(message) and 'does not exist' in message
   outcome.evidence = ('classic_recipe(x, training); then, under reuse=True, classic_recipe(x, '
-                      f'False):\n{_first_lines(message or "no error", 1)}')
+                      f'False):\n{first_lines(message or "no error", 1)}')
   with tf.Graph().as_default():
     x = v1.placeholder(tf.float32, [None, 4])
     train_tower = tf1_bn.bn_layer(x, name='bn')
@@ -526,7 +452,7 @@ def recipe_reuse(outcome):
     created = len(v1.global_variables()) - count
     with v1.Session() as sess:
       sess.run(v1.global_variables_initializer())
-      gap = _max_error(*sess.run([train_tower, eval_tower], {x: batch}))
+      gap = max_error(*sess.run([train_tower, eval_tower], {x: batch}))
   outcome.remedy = (f'bn_layer(x, training=False, name="bn", reuse=True) created {created} '
                     f'variables and matches the first tower in inference (gap {gap:.1e}).')
   outcome.remedy_ok = created == 0 and gap == 0
@@ -535,7 +461,7 @@ def recipe_reuse(outcome):
 
 PITFALLS = (undefined_axis, incompatible_shapes, missing_update_ops, training_true_at_test,
             trainable_vs_training, recipe_inference_moments, recipe_variance_starts_at_zero,
-            recipe_reuse)
+            recipe_reuse) + SEQUENCE_PITFALLS
 
 
 def _plain(value):
