@@ -161,3 +161,50 @@ def test_two_towers_on_one_device_are_refused(devices):
           with pytest.raises(ValueError, match=r"Replicas 0 and 1 of 2 .*'m/bn' on the same "
                                                r'device.*tf\.device'):
             tf1_bn.bn_layer(x, training=True, synchronized=True)
+
+
+def test_no_collective_timeout_by_default_and_none_turns_it_off():
+  assert replicas.DEFAULT_TIMEOUT_SECONDS is None
+  previous = tf1_bn.set_collective_timeout(None)
+  try:
+    assert tf1_bn.collective_timeout() is None
+    with tf.Graph().as_default() as graph:
+      x = v1.placeholder(tf.float32, [None, 4])
+      for i in range(2):
+        with tf.device(f'/cpu:{i}'), tf1_bn.tower(i, 2), v1.variable_scope('m', reuse=i > 0):
+          tf1_bn.bn_layer(x, training=True, synchronized=True)
+      timeouts = {n.attr['timeout_seconds'].f for n in _collectives(graph)}
+    assert timeouts == {0.0}  # CollectiveReduceV2's "no timeout"
+  finally:
+    tf1_bn.set_collective_timeout(previous)
+
+
+def _os_threads():
+  return len(os.listdir('/proc/self/task'))
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc/self/task'), reason='counts threads through /proc')
+def test_training_steps_hold_no_threads_per_step():
+  # A collective with a timeout keeps one sleeping OS thread per call for the
+  # whole timeout (TensorFlow's Env::SchedClosureAfter): with the old default of
+  # 600 s, 50 steps of 8 towers held 800 more threads. Without a timeout the
+  # count stays flat.
+  towers = 8
+  with tf.Graph().as_default() as graph:
+    outputs = []
+    for i in range(towers):
+      with tf.device(f'/cpu:{i}'), tf1_bn.tower(i, towers), \
+          v1.variable_scope('m', reuse=v1.AUTO_REUSE):
+        outputs.append(tf1_bn.bn_layer(tf.random.normal([4, 3], seed=i), training=True,
+                                       synchronized=True))
+    total = tf.add_n(outputs)
+    init = v1.global_variables_initializer()
+  config = v1.ConfigProto(device_count={'CPU': towers}, inter_op_parallelism_threads=towers + 1)
+  with v1.Session(graph=graph, config=config) as sess:
+    sess.run(init)
+    for _ in range(5):
+      sess.run(total)
+    before = _os_threads()
+    for _ in range(50):
+      sess.run(total)
+    assert _os_threads() - before < 20

@@ -14,10 +14,12 @@ The collective is `CollectiveReduceV2`, called directly rather than through
 `ReplicaContext.all_reduce`: the latter is a `merge_call`, which raises inside
 `tf.cond` (a training placeholder). Every replica's n-th layer call uses the
 same instance key, so the replicas must build their layers in the same order;
-`register` checks that at build time. Each collective has a timeout
-(`set_collective_timeout`), so a replica that never runs its part (a fetch of
-one replica's outputs only, a tower missing a layer) is an error naming the
-layer's op, not a hang; two towers on one device are refused while building.
+`register` checks that at build time. A collective can be given a timeout
+(`set_collective_timeout`; none by default, as each call with a timeout holds
+a sleeping thread for the whole timeout), so a replica that never runs its
+part (a fetch of one replica's outputs only, a tower missing a layer) is an
+error naming the layer's op, not a hang; two towers on one device are refused
+while building.
 """
 import contextlib
 import dataclasses
@@ -41,7 +43,13 @@ INSTANCE_KEY_BASE = 1 << 20
 KEYS_PER_CALL = 16
 FORWARD_SLOT, UPDATE_SLOT, FIRST_GRADIENT_SLOT = 0, 1, 2
 MAX_LAYER_CALLS = (2 ** 31 - 1 - INSTANCE_KEY_BASE) // KEYS_PER_CALL
-DEFAULT_TIMEOUT_SECONDS = 600.0
+# No timeout by default: TensorFlow implements a collective's timeout with one
+# OS thread per collective call that sleeps for the whole timeout
+# (Env::SchedClosureAfter). With a timeout of T seconds, a training loop holds
+# (collectives per step) x (steps in T seconds) sleeping threads: measured, 8
+# towers with one synchronized layer and a 600 s timeout added 16 threads per
+# step, and the process hit the system's thread limit after about 2,000 steps.
+DEFAULT_TIMEOUT_SECONDS = None
 
 _timeout_seconds = DEFAULT_TIMEOUT_SECONDS
 _local = threading.local()
@@ -50,26 +58,31 @@ _local = threading.local()
 def set_collective_timeout(seconds):
   """Sets the timeout of the collectives of layers built from now on.
 
-  A synchronized layer waits at most this long for its peers, then its
-  session run fails with `DeadlineExceededError` naming the layer's
-  all-sum op (`<layer>/cross_replica_sum`). The default, 600 s, leaves room
-  for a slow first step (graph optimization, XLA compilation, a worker that
-  starts late); a value is baked into the ops at build time.
+  With a timeout, a synchronized layer waits at most this long for its peers,
+  then its session run fails with `DeadlineExceededError` naming the layer's
+  all-sum op (`<layer>/cross_replica_sum`) instead of hanging. The default is
+  no timeout (None), as TensorFlow's own collectives: TensorFlow keeps one
+  sleeping OS thread per collective call for the whole timeout, so a
+  timeout of T seconds holds (all-sums per step) x (steps run in T seconds)
+  threads, and a fast training loop with a long timeout runs out of threads.
+  Set one to debug a hang (a replica that never runs its part), short, and
+  for short runs. A value is baked into the ops at build time.
 
   Args:
-    seconds: a positive, finite number of seconds.
+    seconds: a positive, finite number of seconds, or None for no timeout.
 
   Returns:
-    The previous timeout.
+    The previous timeout (None: none).
   """
   global _timeout_seconds
-  seconds = v.check_positive(seconds, 'seconds')
+  if seconds is not None:
+    seconds = v.check_positive(seconds, 'seconds')
   previous, _timeout_seconds = _timeout_seconds, seconds
   return previous
 
 
 def collective_timeout():
-  """The timeout, in seconds, given to collectives built now."""
+  """The timeout, in seconds, given to collectives built now (None: none)."""
   return _timeout_seconds
 
 
@@ -284,7 +297,7 @@ def _collective_sum(tensor, call, key, name):
       input=tensor, group_size=tf.constant(call.replicas.count, tf.int32),
       group_key=tf.constant(call.replicas.group_key, tf.int32),
       instance_key=tf.constant(key, tf.int32), ordering_token=[], merge_op='Add',
-      final_op='Id', communication_hint='auto', timeout_seconds=_timeout_seconds, name=name)
+      final_op='Id', communication_hint='auto', timeout_seconds=_timeout_seconds or 0, name=name)
   if key == call.key(FORWARD_SLOT):
     _check_device(call, summed.op)
   return summed
