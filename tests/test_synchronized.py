@@ -116,18 +116,25 @@ def test_collective_timeout_must_be_positive_and_finite(seconds, error, match):
   assert tf1_bn.collective_timeout() == before
 
 
-def test_collective_timeout_is_baked_into_the_ops():
-  previous = tf1_bn.set_collective_timeout(7.5)
+@pytest.mark.parametrize('seconds,attribute', [(7.5, 7.5), (None, 0.0)])
+def test_collective_timeout_is_baked_into_the_ops(seconds, attribute):
+  # None: no timeout, CollectiveReduceV2's timeout_seconds 0.
+  previous = tf1_bn.set_collective_timeout(seconds)
   try:
+    assert tf1_bn.collective_timeout() == seconds
     with tf.Graph().as_default() as graph:
       x = v1.placeholder(tf.float32, [None, 4])
       for i in range(2):
         with tf.device(f'/cpu:{i}'), tf1_bn.tower(i, 2), v1.variable_scope('m', reuse=i > 0):
           tf1_bn.bn_layer(x, training=True, synchronized=True)
       timeouts = {n.attr['timeout_seconds'].f for n in _collectives(graph)}
-    assert timeouts == {7.5}
+    assert timeouts == {attribute}
   finally:
     tf1_bn.set_collective_timeout(previous)
+
+
+def test_no_collective_timeout_by_default():
+  assert replicas.DEFAULT_TIMEOUT_SECONDS is None
 
 
 @pytest.mark.parametrize('front_end,kwargs,error,match', [
@@ -161,22 +168,6 @@ def test_two_towers_on_one_device_are_refused(devices):
           with pytest.raises(ValueError, match=r"Replicas 0 and 1 of 2 .*'m/bn' on the same "
                                                r'device.*tf\.device'):
             tf1_bn.bn_layer(x, training=True, synchronized=True)
-
-
-def test_no_collective_timeout_by_default_and_none_turns_it_off():
-  assert replicas.DEFAULT_TIMEOUT_SECONDS is None
-  previous = tf1_bn.set_collective_timeout(None)
-  try:
-    assert tf1_bn.collective_timeout() is None
-    with tf.Graph().as_default() as graph:
-      x = v1.placeholder(tf.float32, [None, 4])
-      for i in range(2):
-        with tf.device(f'/cpu:{i}'), tf1_bn.tower(i, 2), v1.variable_scope('m', reuse=i > 0):
-          tf1_bn.bn_layer(x, training=True, synchronized=True)
-      timeouts = {n.attr['timeout_seconds'].f for n in _collectives(graph)}
-    assert timeouts == {0.0}  # CollectiveReduceV2's "no timeout"
-  finally:
-    tf1_bn.set_collective_timeout(previous)
 
 
 def _os_threads():

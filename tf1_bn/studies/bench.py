@@ -53,13 +53,13 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 import warnings
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from tf1_bn.common import docs_page
 from tf1_bn.studies import legacy_child as legacy
 
 DEFAULT_CASES = ('nhwc:64x32x32x64', '2d:4096x1024', 'cnn:64x32x32x3', 'build:100',
@@ -752,14 +752,14 @@ def header(command, steps, warmup, repeat, tf_version, machine, when=None):
 
 def _marked_span(text, path):
   """(start, end) of the text between the markers, or a ValueError naming `path`."""
-  begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
-  if begin < 0 or end < 0 or end < begin or text.count(BEGIN_MARKER) != 1 or \
-     text.count(END_MARKER) != 1:
+  found = docs_page.span(text, BEGIN_MARKER, END_MARKER)
+  if found is None:
+    begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
     raise ValueError(f'--write-docs: {path} needs exactly one {BEGIN_MARKER!r} line followed by '
                      f'one {END_MARKER!r} line (the bench writes between them); found '
                      f'{text.count(BEGIN_MARKER)} begin and {text.count(END_MARKER)} end '
                      'markers' + (', end before begin' if 0 <= end < begin else ''))
-  return begin + len(BEGIN_MARKER), end
+  return found
 
 
 def check_docs(path):
@@ -774,16 +774,7 @@ def write_docs(path, content):
   with open(path, encoding='utf-8') as f:
     text = f.read()
   start, end = _marked_span(text, path)
-  new = text[:start] + '\n' + content.strip('\n') + '\n' + text[end:]
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, temporary = tempfile.mkstemp(dir=directory, prefix='.performance-', suffix='.md')
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(new)
-    os.replace(temporary, path)
-  except BaseException:
-    os.unlink(temporary)
-    raise
+  docs_page.write_between(path, text, start, end, content, prefix='.performance-')
 
 
 def bar_chart(rows, path):

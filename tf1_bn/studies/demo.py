@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from tf1_bn.studies import digits, sequence_study
 from tf1_bn.bn import precise
+from tf1_bn.common import docs_page
 from tf1_bn.common import progress as progress_lib
 from tf1_bn.bn.replicas import tower
 from tf1_bn.bn.switch import training_placeholder
@@ -605,13 +606,12 @@ _PICTURE_TEXT = {'demo.png': 'test error, training loss and moving statistics of
 def _marked_span(text, path):
   """(start, end) of the text between the markers; ValueError naming the
   page when a marker is missing, repeated or out of order."""
-  counts = {marker: text.count(marker) for marker in (BEGIN_MARKER, END_MARKER)}
-  if counts != {BEGIN_MARKER: 1, END_MARKER: 1} or \
-      text.index(BEGIN_MARKER) > text.index(END_MARKER):
+  found = docs_page.span(text, BEGIN_MARKER, END_MARKER)
+  if found is None:
     raise ValueError(f'{path} must hold the line {BEGIN_MARKER} and, after it, the line '
                      f'{END_MARKER} once each (the demo writes its tables between them); '
-                     f'found {counts[BEGIN_MARKER]} and {counts[END_MARKER]}.')
-  return text.index(BEGIN_MARKER) + len(BEGIN_MARKER), text.index(END_MARKER)
+                     f'found {text.count(BEGIN_MARKER)} and {text.count(END_MARKER)}.')
+  return found
 
 
 def check_docs_page(path):
@@ -642,20 +642,10 @@ def provenance(argv, now=None):
 def write_docs_block(path, body):
   """Replaces what is between the markers of the page at `path` with `body`;
   the page is replaced in one step (a temporary file renamed over it)."""
-  import os
-  import tempfile
   path = pathlib.Path(path)
   text = check_docs_page(path)
   start, end = _marked_span(text, path)
-  new = text[:start] + '\n' + body.strip('\n') + '\n' + text[end:]
-  handle, staged = tempfile.mkstemp(prefix='.demo-', suffix='.md', dir=path.parent)
-  try:
-    with os.fdopen(handle, 'w', encoding='utf-8') as f:
-      f.write(new)
-    os.replace(staged, path)
-  finally:
-    if os.path.exists(staged):
-      os.remove(staged)
+  docs_page.write_between(path, text, start, end, body, prefix='.demo-')
 
 
 def docs_block(text, argv, pictures=PICTURES):
