@@ -61,23 +61,33 @@ def _hides_info():
 
 
 @contextlib.contextmanager
-def _startup_lines_dropped():
-  """Collects what is written to file descriptor 2 (C++ and Python alike)
-  and writes it back without TensorFlow's start-up lines."""
+def _stderr_descriptor_to(fileno):
+  """Points file descriptor 2 (C++ and Python writes alike) at `fileno` for
+  the duration, then back; without a usable descriptor 2, changes nothing."""
   sys.stderr.flush()
   try:
     saved = os.dup(2)
-  except OSError:  # no usable stderr: nothing to filter
+  except OSError:  # no usable stderr: nothing to redirect
     yield
     return
+  os.dup2(fileno, 2)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+@contextlib.contextmanager
+def _startup_lines_dropped():
+  """Collects what is written to file descriptor 2 (C++ and Python alike)
+  and writes it back without TensorFlow's start-up lines."""
   with tempfile.TemporaryFile() as captured:
-    os.dup2(captured.fileno(), 2)
     try:
-      yield
+      with _stderr_descriptor_to(captured.fileno()):
+        yield
     finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
       captured.seek(0)
       text = captured.read().decode('utf-8', 'replace')
       kept = [line for line in text.splitlines(keepends=True)
@@ -145,13 +155,5 @@ def native_stderr_silenced():
   loggers. Python's own sys.stderr, when it is not fd 2 (pytest's capture), is
   untouched; errors propagate as exceptions and are reported after the
   descriptor is restored."""
-  sys.stderr.flush()
-  saved = os.dup(2)
-  try:
-    with open(os.devnull, 'w') as null:
-      os.dup2(null.fileno(), 2)
+  with open(os.devnull, 'w') as null, _stderr_descriptor_to(null.fileno()):
     yield
-  finally:
-    sys.stderr.flush()
-    os.dup2(saved, 2)
-    os.close(saved)
