@@ -40,7 +40,8 @@ setup(
         # `tf1-bn export --onnx` (tf2onnx 1.17 converts the exported SavedModel
         # on TensorFlow 2.21; about 110 MB installed, so not in `test`).
         'onnx': ['tf2onnx>=1.17', 'onnxruntime'],
-        'test': DEMO + ['pytest>=7', 'tf-keras>=2.16', 'tf-slim==1.1.0', 'scipy>=1.10',
+        # pytest-xdist: the README's test command runs the suite on 2 processes.
+        'test': DEMO + ['pytest>=7', 'pytest-xdist>=3', 'tf-keras>=2.16', 'tf-slim==1.1.0', 'scipy>=1.10',
                         'ai-edge-litert'],
     },
     entry_points={'console_scripts': ['tf1-bn=tf1_bn.studies.cli:main']},

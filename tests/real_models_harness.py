@@ -12,9 +12,11 @@ with a default Saver. Both then run STEPS training steps on the same
 batches and write `OUT_DIR/<model>_<impl>.npz`: the losses of every step,
 the final outputs and every variable after training.
 
-Models: 'pix2pix' (tests/real_models/pix2pix_style.py); 'resnet_v1' and
-'resnet_v2' (tensorflow/models' official/r1/resnet/resnet_model.py, loaded
-unmodified from the directory in TF1_BN_REAL_MODELS).
+Models: 'pix2pix' (tests/real_models/pix2pix_style.py); 'resnet_style_v1'
+and 'resnet_style_v2' (tests/real_models/resnet_style.py, written in the
+style of the r1 ResNet); 'resnet_v1' and 'resnet_v2' (tensorflow/models'
+official/r1/resnet/resnet_model.py, loaded unmodified from the directory in
+TF1_BN_REAL_MODELS).
 """
 import importlib.abc
 import importlib.util
@@ -58,12 +60,23 @@ def _data(shape, count, seed):
   return [rng.randn(*shape).astype(np.float32) for _ in range(count)]
 
 
-def build_resnet(tf, version):
-  resnet_model = resnet_module()
-  model = resnet_model.Model(
+def official_resnet(version):
+  """tensorflow/models' r1 Model, small: v2 with bottleneck blocks."""
+  return resnet_module().Model(
       resnet_size=8, bottleneck=version == 2, num_classes=3, num_filters=4, kernel_size=3,
       conv_stride=1, first_pool_size=2, first_pool_stride=2, block_sizes=[1, 1],
       block_strides=[1, 2], resnet_version=version, data_format='channels_last')
+
+
+def resnet_style(version):
+  """tests/real_models/resnet_style.py at the same sizes."""
+  sys.path.insert(0, str(HERE))
+  from real_models import resnet_style as module
+  return module.ResNet(version=version, bottleneck=version == 2, num_classes=3, num_filters=4,
+                       block_sizes=[1, 1], block_strides=[1, 2])
+
+
+def build_resnet(tf, model):
   x = tf.compat.v1.placeholder(tf.float32, [4, 8, 8, 3], name='x')
   labels = tf.compat.v1.placeholder(tf.int32, [4], name='labels')
   training = tf.compat.v1.placeholder(tf.bool, [], name='training')
@@ -96,8 +109,10 @@ def build_pix2pix(tf):
 
 BUILDERS = {
     'pix2pix': build_pix2pix,
-    'resnet_v1': lambda tf: build_resnet(tf, 1),
-    'resnet_v2': lambda tf: build_resnet(tf, 2),
+    'resnet_style_v1': lambda tf: build_resnet(tf, resnet_style(1)),
+    'resnet_style_v2': lambda tf: build_resnet(tf, resnet_style(2)),
+    'resnet_v1': lambda tf: build_resnet(tf, official_resnet(1)),
+    'resnet_v2': lambda tf: build_resnet(tf, official_resnet(2)),
 }
 
 

@@ -251,3 +251,42 @@ def test_fetching_the_output_updates(front_end):
   for step in x_value.astype(np.float64):
     expected = 0.9 * expected + 0.1 * step.mean(0)
   assert reference.max_relative_error(got, expected) < RTOL
+
+
+@pytest.mark.parametrize('construct', ['while_loop', 'dynamic_rnn'])
+def test_recompute_statistics_keeps_a_layer_in_a_loop(construct):
+  # The pass runs the loop in training mode (the layer after it needs the
+  # loop's output), whose in-place updates fire; the loop layer is named in
+  # report.skipped and its statistics are left exactly as they were.
+  x_value = _data(3)[0]
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [T, B, C])
+    ys = _loop(construct, x, lambda e: tf1_bn.bn_layer(e, name='looped'))
+    tf1_bn.bn_layer(tf.reshape(ys, [T * B, C]), name='after')
+    tf1_bn.bn_layer(tf.reshape(x, [T * B, C]), name='outside')
+    variables = {var.op.name: var for var in v1.global_variables()}
+    scope = 'rnn/looped' if construct == 'dynamic_rnn' else 'looped'
+    looped = [variables[f'{scope}/moving_mean'], variables[f'{scope}/moving_variance']]
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      before = sess.run(looped)
+      report = tf1_bn.recompute_statistics(sess, [{x: x_value}, {x: x_value[::-1]}])
+      after, outside = sess.run([looped, variables['outside/moving_mean']])
+  assert [layer.scope for layer in report.layers] == ['after', 'outside']
+  assert list(report.skipped) == [scope]
+  assert 'inside a loop body' in report.skipped[scope]
+  assert f'not recomputed: {scope} is called inside a loop body' in str(report)
+  for kept, start in zip(after, before):
+    np.testing.assert_array_equal(kept, start)
+  expected = reference.moments(x_value.reshape(T * B, C), -1)[0]
+  assert reference.max_relative_error(outside, expected) < RTOL
+
+
+def test_recompute_statistics_refuses_a_graph_of_loop_layers():
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [T, B, C])
+    _loop('while_loop', x, lambda e: tf1_bn.bn_layer(e, name='looped'))
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      with pytest.raises(ValueError, match='looped is called inside a loop body'):
+        tf1_bn.recompute_statistics(sess, [{x: _data(0)[0]}])

@@ -7,9 +7,12 @@ layers in a child where `import tf_keras` fails. Losses of every step, the
 final outputs and every variable (weights, optimizer slots, moving
 statistics) agree within 1e-5 relative.
 
-Models: a pix2pix-style GAN (tests/real_models/pix2pix_style.py) always;
-tensorflow/models' r1 ResNet (official/r1/resnet/resnet_model.py, v1 and v2)
-when TF1_BN_REAL_MODELS names a directory holding that file, unmodified.
+Models, always: a pix2pix-style GAN (tests/real_models/pix2pix_style.py) and
+a ResNet v1 and v2 written in the style of tensorflow/models' r1 ResNet
+(tests/real_models/resnet_style.py: the same tf.compat.v1.layers calls);
+and tensorflow/models' r1 ResNet itself (official/r1/resnet/resnet_model.py,
+v1 and v2, unmodified) when TF1_BN_REAL_MODELS names a directory holding
+that file (it is not copied here: this project commits no code of others).
 
 One legacy defect is not reproduced: a BN layer called twice in one step
 with shared variables (the discriminator on the real and the fake pair)
@@ -40,7 +43,7 @@ RACED = ('var/discriminator/layer_2/batch_normalization/moving_mean:0',
 
 
 def _models():
-  models = ['pix2pix']
+  models = ['pix2pix', 'resnet_style_v1', 'resnet_style_v2']
   if harness.resnet_module() is not None:
     models += ['resnet_v1', 'resnet_v2']
   return models

@@ -162,6 +162,9 @@ def test_export_and_checkpoint(tmp_path, fold):
   assert reference.max_relative_error(actual, expected) < RTOL
   inspected = tf1_bn.inspect_checkpoint(str(tmp_path / 'ckpt'))
   assert {layer.path for layer in inspected.layers} == {'fixed', 'dynamic'}
+  # [T, C] statistics: C channels and T steps, not T * C channels.
+  assert {(layer.channels, layer.steps) for layer in inspected.layers} == {(C, 2)}
+  assert f'channels {C}  steps 2  moving mean' in inspected.text()
   with tf.Graph().as_default():
     tf1_bn.bn_layer(tf.ones([2, 3]), step=0, max_steps=2, name='fixed')
     with v1.Session() as sess:
@@ -191,11 +194,31 @@ def test_recompute_statistics_row_by_row():
     assert reference.max_relative_error(variance[row], expected_variance) < RTOL
 
 
-def test_recompute_statistics_refuses_a_tensor_step():
+def test_recompute_statistics_keeps_a_tensor_step_layer():
+  # A tensor `step` layer is named in report.skipped and left as it is; the
+  # layer beside it is recomputed. A graph of only such layers is refused.
+  x_value = _data(5)[0]
   with tf.Graph().as_default():
     x = v1.placeholder(tf.float32, [B, C])
-    tf1_bn.bn_layer(x, step=tf.constant(0) + 0, max_steps=2)
+    tf1_bn.bn_layer(x, step=tf.constant(0) + 0, max_steps=2, name='dynamic')
+    tf1_bn.bn_layer(x, name='fixed')
+    variables = {var.op.name: var for var in v1.global_variables()}
     with v1.Session() as sess:
       sess.run(v1.global_variables_initializer())
-      with pytest.raises(ValueError, match='tensor'):
-        tf1_bn.recompute_statistics(sess, [{x: np.ones([B, C])}])
+      sess.run(variables['dynamic/moving_mean'].assign(np.full([2, C], 0.5, np.float32)))
+      report = tf1_bn.recompute_statistics(sess, [{x: x_value}])
+      kept, fixed = sess.run([variables['dynamic/moving_mean'], variables['fixed/moving_mean']])
+  assert [layer.scope for layer in report.layers] == ['fixed']
+  assert list(report.skipped) == ['dynamic']
+  assert 'tensor `step`' in report.skipped['dynamic']
+  assert 'not recomputed: dynamic keeps per-step statistics' in str(report)
+  np.testing.assert_array_equal(kept, np.full([2, C], 0.5, np.float32))
+  assert reference.max_relative_error(fixed, reference.moments(x_value, -1)[0]) < RTOL
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [B, C])
+    tf1_bn.bn_layer(x, step=tf.constant(0) + 0, max_steps=2, name='dynamic')
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      with pytest.raises(ValueError, match=r'can be recomputed: dynamic keeps per-step .* '
+                                           r'Nothing was run'):
+        tf1_bn.recompute_statistics(sess, [{x: x_value}])

@@ -282,3 +282,67 @@ def test_patch_and_unpatch_with_the_legacy_layers_active():
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().endswith('ok')
+
+
+def _class_and_function(mask_value, x_value, build_class, build_function):
+  """Runs a training step then inference of the class form and of the function
+  form on the same graph-level inputs; returns their fetched values."""
+  results = []
+  for build in (build_class, build_function):
+    with tf.Graph().as_default():
+      x = v1.placeholder(tf.float32, x_value.shape)
+      mask = v1.placeholder(tf.bool, mask_value.shape)
+      training = v1.placeholder(tf.bool, [])
+      outputs = build(x, mask, training)
+      updates = v1.get_collection(v1.GraphKeys.UPDATE_OPS)
+      statistics = sorted((var for var in v1.global_variables() if 'moving' in var.name),
+                          key=lambda var: var.name)
+      with v1.Session() as sess:
+        sess.run(v1.global_variables_initializer())
+        feed = {x: x_value, mask: mask_value}
+        trained, _ = sess.run([outputs, updates], {**feed, training: True})
+        inferred = sess.run(outputs, {**feed, training: False})
+        results.append((trained, inferred, sess.run(statistics)))
+  return results
+
+
+def test_batch_normalization_class_takes_mask_and_step(rng):
+  # The class form with max_steps= / step= / mask= gives exactly what the
+  # function form (tested against numpy in test_steps and test_masking) gives.
+  steps_count, max_steps = 4, 3
+  x_value = (rng.randn(steps_count, 5, 6, 3) * 2 + 1).astype(np.float32)
+  mask_value = rng.rand(steps_count, 5, 6) > 0.3
+
+  def with_class(x, mask, training):
+    bn = layers.BatchNormalization(momentum=0.8, max_steps=max_steps, name='bn')
+    return tf.stack([bn(x[t], training=training, mask=mask[t], step=t)
+                     for t in range(steps_count)])
+
+  def with_function(x, mask, training):
+    return tf.stack([tf1_bn.batch_normalization(
+        x[t], momentum=0.8, training=training, mask=mask[t], step=t, max_steps=max_steps,
+        name='bn', reuse=t > 0) for t in range(steps_count)])
+
+  ours, expected = _class_and_function(mask_value, x_value, with_class, with_function)
+  (trained, inferred, statistics), (want_trained, want_inferred, want_statistics) = ours, expected
+  np.testing.assert_array_equal(trained, want_trained)
+  np.testing.assert_array_equal(inferred, want_inferred)
+  assert [s.shape for s in statistics] == [(max_steps, 3)] * 2
+  for got, want in zip(statistics, want_statistics):
+    np.testing.assert_array_equal(got, want)
+  assert not np.allclose(statistics[0], 0)  # the rows were updated
+
+
+@pytest.mark.parametrize('make, call, match', [
+    (lambda: layers.BatchNormalization(), dict(step=0), 'max_steps=None'),
+    (lambda: layers.BatchNormalization(max_steps=2), dict(), 'called with step=None'),
+    (lambda: layers.BatchNormalization(max_steps=2), dict(step=-1), '`step`'),
+    (lambda: layers.BatchNormalization(renorm=True, max_steps=2), dict(step=0), 'renorm'),
+    (lambda: layers.BatchNormalization(), dict(mask=np.ones([3, 4], bool)), '`mask`'),
+])
+def test_batch_normalization_class_checks_mask_and_step_before_building(graph, make, call,
+                                                                         match):
+  layer = make()
+  x = _placeholder([2, 4, 3])
+  _raises_nothing_built(graph, ValueError, match, lambda: layer(x, training=True, **call))
+  assert not v1.global_variables()

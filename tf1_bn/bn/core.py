@@ -368,8 +368,10 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   if looping:  # see tf1_bn.bn.loops
     fused = False
     loops.serialize_iterations()
-  else:  # a loop's tensors cannot be fed or fetched from outside it
-    _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size, batch_weights)
+  # In a loop without its input: a loop's tensors cannot be fed or fetched
+  # from outside it (recompute_statistics names such a layer and keeps it).
+  _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size, batch_weights,
+                looping)
   read = loops.read if looping else None  # None: through the variable, as outside loops
   layout = _Layout(x.shape, axes)
   stat_dtype = tf.float32 if x.dtype in HALF_DTYPES else x.dtype
@@ -483,12 +485,13 @@ def _record_inference(x, inference_outputs, axes, gamma, beta, moving, epsilon):
 
 
 def _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size,
-                  batch_weights):
+                  batch_weights, in_loop):
   """Registers the layer call for tf1_bn.recompute_statistics (adds no op).
 
   `training` is recorded as a bool when known while building, else the
   switch tensor's name; `batch_weights` as a tensor name, or its values when
-  the front-end received an array.
+  the front-end received an array. A call inside a loop body records its
+  variables only (`in_loop`), no tensor of the loop's frame.
   """
   def name(variable):
     return variable.name if variable is not None else None
@@ -496,13 +499,17 @@ def _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size
   renorm, debias = moving.renorm, moving.zero_debias
   known = switch_lib.static_value(training)
   weights = batch_weights
-  if weights is not None:
+  if in_loop:
+    weights = None
+  elif weights is not None:
     weights = weights.name if tf.is_tensor(weights) else {'value': np.asarray(weights).tolist()}
   decay = moving.decay_factor
   decay = tf.get_static_value(decay) if tf.is_tensor(decay) else decay
   record = {
-      'input': x.name, 'axes': list(axes), 'epsilon': float(epsilon),
-      'training': bool(known) if known is not None else training.name, 'update': bool(update),
+      'input': None if in_loop else x.name, 'in_loop': bool(in_loop), 'axes': list(axes),
+      'epsilon': float(epsilon),
+      'training': bool(known) if known is not None else (None if in_loop else training.name),
+      'update': bool(update),
       'mean': moving.mean.name, 'variance': moving.variance.name,
       'variance_kind': moving.variance_kind,
       'decay_factor': float(decay) if decay is not None else None,
@@ -512,7 +519,7 @@ def _record_layer(x, axes, training, moving, epsilon, update, virtual_batch_size
                 if renorm is not None else None,
       'virtual_batch_size': virtual_batch_size, 'batch_weights': weights,
       'step': _slot_record(moving.slot)}
-  tf.compat.v1.add_to_collection(LAYER_RECORDS_KEY, json.dumps(record))
+  loops.outside_graph().add_to_collection(LAYER_RECORDS_KEY, json.dumps(record))
 
 
 def _slot_record(slot):

@@ -68,6 +68,15 @@ def in_loop(graph=None):
   return bool(enclosing_loops(graph))
 
 
+def outside_graph(graph=None):
+  """The graph the outermost enclosing v2 loop is built in (`graph` itself
+  outside v2 loops): a v2 body's own collections do not reach it."""
+  graph = graph or tf.compat.v1.get_default_graph()
+  while _is_v2_loop_body(graph) and getattr(graph, 'outer_graph', None) is not None:
+    graph = graph.outer_graph
+  return graph
+
+
 def read(variable):
   """The variable's current value, read through its handle: not a cached
   copy (map_fn, scan and dynamic_rnn set a caching device)."""

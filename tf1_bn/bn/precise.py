@@ -69,6 +69,13 @@ NOISY_MISMATCH = 0.3
 # A channel whose variance is at most this multiple of epsilon has a near-zero
 # variance: epsilon, not the data, sets its scale.
 NEAR_ZERO_VARIANCE_EPS_MULTIPLE = 1.0
+# Why a layer's statistics are kept as they are (Report.skipped).
+SKIPPED_IN_LOOP = ('is called inside a loop body (tf.while_loop, dynamic_rnn, map_fn, scan): '
+                   'each iteration normalizes its own input, which cannot be fetched from '
+                   'outside the loop; its moving statistics are kept')
+SKIPPED_TENSOR_STEP = ('keeps per-step statistics with a tensor `step`: which row a batch feeds '
+                       'is only known when it runs; its moving statistics are kept (a layer '
+                       'with Python int steps is recomputed row by row)')
 AUDIT_COLUMNS = ('layer', 'values / channel / batch', 'mean, variance change',
                  'near-zero variance', 'train/inference mismatch: now -> recomputed', 'verdict')
 
@@ -136,20 +143,15 @@ def _find_layers(graph):
         raise ValueError(f'The BN variable {name!r} is not in the graph\'s global or local '
                          'variables; recompute_statistics cannot read or restore it.')
       written[name] = variables[name]
-  dynamic = sorted({r['mean'].rsplit(':', 1)[0].rpartition('/')[0] for r in records
-                    if r.get('step') == 'tensor'})
-  if dynamic:
-    raise ValueError(f'BN layer(s) {", ".join(dynamic)} keep per-step statistics with a tensor '
-                     '`step`: which row a batch feeds is only known when it runs, so '
-                     'recompute_statistics and audit cannot recompute them (layers with a Python '
-                     'int step can be). Nothing was run.')
+  skipped = _skipped_layers(records)
+  records = [r for r in records if _scope(r['mean']) not in skipped]
   # A per-step layer (Python int steps) is recomputed row by row.
   by_mean = collections.OrderedDict()
   for record in records:
     by_mean.setdefault((record['mean'], record.get('step')), []).append(record)
   layers, inference_only = [], []
   for (mean_name, row), calls in by_mean.items():
-    scope = mean_name.rsplit(':', 1)[0].rpartition('/')[0]
+    scope = _scope(mean_name)
     if row is not None:
       scope = f'{scope}[step {row}]'
     training_calls = [r for r in calls if r['training'] is not False]
@@ -172,11 +174,33 @@ def _find_layers(graph):
         decay_factor=first['decay_factor'],
         updated_in_training=any(r['update'] for r in training_calls), row=row))
   if not layers:
-    raise ValueError(
-        f'Every tf1_bn BN layer of the graph ({", ".join(inference_only)}) is inference-only '
-        '(a Python training=False, or bn_layer(trainable=False)): none normalizes with batch '
-        'statistics, so there is nothing to recompute.')
-  return layers, written
+    reasons = [f'{scope} is inference-only (a Python training=False, or '
+               'bn_layer(trainable=False))' for scope in inference_only]
+    reasons += [f'{scope} {reason}' for scope, reason in skipped.items()]
+    raise ValueError('No tf1_bn BN layer of the graph can be recomputed: '
+                     + '; '.join(reasons) + '. Nothing was run.')
+  return layers, written, skipped
+
+
+def _scope(variable_name):
+  """A layer's scope from its moving mean's name ('a/bn/moving_mean:0' -> 'a/bn')."""
+  return variable_name.rsplit(':', 1)[0].rpartition('/')[0]
+
+
+def _skipped_layers(records):
+  """{scope: reason} of the layers whose statistics cannot be recomputed
+  from fetched inputs: a call inside a loop body (its input differs per
+  iteration and cannot be fetched from outside the loop), or per-step
+  statistics with a tensor `step` (which row a batch feeds is only known when
+  it runs). Any such call excludes every call of the same variables."""
+  skipped = {}
+  for record in records:
+    scope = _scope(record['mean'])
+    if record.get('in_loop'):
+      skipped.setdefault(scope, SKIPPED_IN_LOOP)
+    elif record.get('step') == 'tensor':
+      skipped.setdefault(scope, SKIPPED_TENSOR_STEP)
+  return skipped
 
 
 # --- float64 statistics ----------------------------------------------------------
@@ -443,6 +467,9 @@ class Report:
   layers: list
   outputs: list = dataclasses.field(default_factory=list)
   audited: bool = False
+  # {scope: reason}: layers whose statistics could not be recomputed and were
+  # left as they are (SKIPPED_IN_LOOP, SKIPPED_TENSOR_STEP).
+  skipped: dict = dataclasses.field(default_factory=dict)
 
   def __getitem__(self, scope):
     for layer in self.layers:
@@ -475,8 +502,13 @@ class Report:
                      f'{agreement} |')
     return '\n'.join(lines)
 
+  def skipped_lines(self):
+    """One line per layer left as it was, with the reason."""
+    return [f'not recomputed: {scope} {reason}.' for scope, reason in self.skipped.items()]
+
   def __str__(self):
-    return self.audit_table() if self.audited else self.table()
+    table = self.audit_table() if self.audited else self.table()
+    return '\n'.join([table] + self.skipped_lines())
 
 
 # --- the pass ------------------------------------------------------------------------
@@ -707,7 +739,7 @@ def _recompute(sess, feeds, estimator, assign, outputs, progress, audited):
   _iterate(feeds)  # a type error before anything runs
   graph = sess.graph
   outputs = _check_outputs(outputs, graph)
-  layers, written = _find_layers(graph)
+  layers, written, skipped = _find_layers(graph)
   total = len(feeds) if hasattr(feeds, '__len__') else None
   snapshot = _read(sess, written)
   run = _Pass(sess, layers, outputs, progress)
@@ -730,7 +762,7 @@ def _recompute(sess, feeds, estimator, assign, outputs, progress, audited):
     for layer, report in zip(layers, reports):
       new.update(_new_values(layer, report, snapshot, new))
     _assign(sess, written, new)
-  return Report(estimator, assign, run.feeds, reports, run.output_reports(), audited)
+  return Report(estimator, assign, run.feeds, reports, run.output_reports(), audited, skipped)
 
 
 def recompute_statistics(sess, feeds, estimator='population', assign=True, *, progress=None):
@@ -787,8 +819,13 @@ def recompute_statistics(sess, feeds, estimator='population', assign=True, *, pr
     (N still counts values; the weights weigh them); a `mask`: the unmasked
     positions only.
   * per-step statistics (`step`, `max_steps`): each row from the calls that
-    use it (reported as `<scope>[step <row>]`); a layer whose `step` is a
-    tensor is refused (its row is only known when it runs).
+    use it (reported as `<scope>[step <row>]`).
+  * not recomputed, and listed in `report.skipped` with the reason (one
+    line each under the table): a layer called inside a loop body (its
+    per-iteration inputs cannot be fetched from outside the loop) and a
+    per-step layer whose `step` is a tensor (its row is only known when it
+    runs). Their variables are still restored after the pass, like every
+    variable an update writes.
 
   Args:
     sess: the tf.compat.v1.Session holding the model (variables initialized).
@@ -807,7 +844,8 @@ def recompute_statistics(sess, feeds, estimator='population', assign=True, *, pr
 
   Raises:
     TypeError: `sess` is not a session, or `feeds` not an iterable of dicts.
-    ValueError: no tf1_bn layer in the graph normalizes with batch statistics,
+    ValueError: no tf1_bn layer in the graph can be recomputed (none
+      normalizes with batch statistics, or all are skipped as above),
       `feeds` is empty, a layer's training switch evaluated False, a batch is
       not a multiple of a layer's virtual_batch_size, or (with assign=True)
       a recomputed statistic is not finite.

@@ -392,6 +392,7 @@ class LayerReport:
   mean_range: tuple
   variance_range: tuple
   flags: list
+  steps: object = None  # per-step statistics ([T, C], tf1_bn.bn.steps): T
 
 
 @dataclasses.dataclass
@@ -411,7 +412,9 @@ class Report:
       mean = '-' if layer.mean_range is None else '[{:.4g}, {:.4g}]'.format(*layer.mean_range)
       var = '-' if layer.variance_range is None else '[{:.4g}, {:.4g}]'.format(
           *layer.variance_range)
-      lines.append(f'  {layer.path or "(root)"}  {layer.convention}  channels {layer.channels}  '
+      steps = '' if layer.steps is None else f'  steps {layer.steps}'
+      lines.append(f'  {layer.path or "(root)"}  {layer.convention}  channels {layer.channels}'
+                   f'{steps}  '
                    f'moving mean {mean}  moving variance {var}'
                    + ('  OK' if not layer.flags else ''))
       lines.extend(f'    PROBLEM: {flag}' for flag in layer.flags)
@@ -447,6 +450,15 @@ def _layer_flags(layer, values):
   return flags
 
 
+def _channels_and_steps(shape):
+  """(channels, steps) of a statistic's shape: per-step statistics are
+  [T, C] (T > 1; gamma and beta stay [C]); any other shape counts its values
+  (a multi-axis layer's [1, H, 1, C] is H * C channels)."""
+  if len(shape) == 2 and shape[0] > 1:
+    return int(shape[1]), int(shape[0])
+  return int(np.prod(shape, dtype=np.int64)), None
+
+
 def inspect_checkpoint(path):
   """Lists every BN layer of a checkpoint with its convention, channel count and
   moving statistics, and flags problems. Returns a Report (`.ok`, `.text()`).
@@ -469,9 +481,10 @@ def inspect_checkpoint(path):
         return None
       return float(value.min()), float(value.max())
 
-    reports.append(LayerReport(layer.path, layer.convention, int(np.size(anchor)),
+    channels, steps = _channels_and_steps(np.shape(anchor))
+    reports.append(LayerReport(layer.path, layer.convention, channels,
                                value_range('moving_mean'), value_range('moving_variance'),
-                               _layer_flags(layer, values)))
+                               _layer_flags(layer, values), steps))
   claimed = {n for layer in layers for n in layer.all_names()}
   return Report(prefix, reports, len(set(values) - claimed))
 

@@ -200,9 +200,8 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
   reuse = v.check_reuse(reuse)
   synchronized = v.check_synchronized(synchronized, virtual_batch_size)
   mask = masking.check_mask(mask, shape, axes)
-  step, max_steps = steps.check_step(step, max_steps, [
-      (options['renorm'], 'renorm'), (virtual_batch_size is not None, 'virtual_batch_size'),
-      (len(axes) != 1, f'several axes ({axes})')])
+  step, max_steps = steps.check_step(step, max_steps,
+                                     per_step_conflicts(options, virtual_batch_size, axes))
   name = v.check_name(name) or None  # '' is the default name, as for the legacy Keras layer
 
   with tf.compat.v1.variable_scope(name, default_name='batch_normalization', reuse=reuse):
@@ -212,6 +211,12 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
                                   warn_fallback=True, mask=mask, step=step,
                                   max_steps=max_steps)
     return core.attach_update(outputs, update, 'collection', per_variable=True)
+
+
+def per_step_conflicts(options, virtual_batch_size, axes):
+  """The (flag, reason) pairs of options that cannot keep per-step statistics."""
+  return [(options['renorm'], 'renorm'), (virtual_batch_size is not None, 'virtual_batch_size'),
+          (len(axes) != 1, f'several axes ({axes})')]
 
 
 def check_arguments(*, axis, momentum, epsilon, center, scale, beta_initializer,
