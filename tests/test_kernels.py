@@ -1,7 +1,9 @@
 """The fast kernels: XLA-compiled inference against the native FusedBatchNormV3 and numpy.
 
 Every fused-applicable layer's inference on CPU runs FusedBatchNormV3
-compiled by XLA; these tests pin that it does, that it computes what the
+compiled by XLA, except on a Conv2D's output, where the native kernel lets
+grappler fuse it into the convolution (and in training, the fused kernel
+with the ReLU after it); these tests pin that it does, that it computes what the
 native kernel computes (for
 ranks 2 to 5, channels last and first, float32 / float16 / bfloat16), that a
 frozen layer's gradients are the closed-form ones, and that TF1_BN_XLA=0 or a
@@ -206,3 +208,62 @@ def test_failing_probe_falls_back_with_a_warning(monkeypatch, fresh_probe, caplo
 
 def test_probe_passes_on_this_machine(fresh_probe):
   assert kernels.xla_inference_enabled() is (not kernels.gpu_present())
+
+
+def _executed_kernels(fetch, feed, graph):
+  """The kernels a session runs for `fetch` after grappler: BN and conv op types."""
+  with v1.Session(graph=graph) as sess:
+    sess.run(v1.global_variables_initializer())
+    sess.run(fetch, feed)
+    metadata = v1.RunMetadata()
+    sess.run(fetch, feed, options=v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE,
+                                                output_partition_graphs=True),
+             run_metadata=metadata)
+  return sorted({node.op for g in metadata.partition_graphs for node in g.node
+                 if 'BatchNorm' in node.op or 'Conv2D' in node.op})
+
+
+def _conv_bn_relu(rng, normalize, training):
+  """conv2d -> BN -> ReLU (and its gradient in training) through `normalize`;
+  returns the kernels run."""
+  with tf.Graph().as_default() as graph:
+    x = v1.placeholder(tf.float32, [4, 6, 6, 3])
+    kernel = v1.get_variable('kernel', [3, 3, 3, 8])
+    y = tf.nn.relu(normalize(tf.nn.conv2d(x, kernel, 1, 'SAME'), training))
+    fetch = [y]
+    if training:
+      loss = tf.reduce_sum(y)
+      with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+        fetch.append(tf.gradients(loss, [x, kernel]))
+    return _executed_kernels(fetch, {x: rng.randn(4, 6, 6, 3)}, graph)
+
+
+def _plain_fused_kernel(h, training):
+  """What the legacy fused layer builds: FusedBatchNormV3 on variables."""
+  gamma, beta = v1.get_variable('gamma', [8]), v1.get_variable('beta', [8])
+  mean = v1.get_variable('mean', [8], trainable=False)
+  variance = v1.get_variable('variance', [8], trainable=False,
+                             initializer=v1.ones_initializer())
+  if training:
+    y, batch_mean, _ = v1.nn.fused_batch_norm(h, gamma, beta, epsilon=1e-3)[:3]
+    v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, mean.assign_sub(0.1 * (mean - batch_mean)))
+    return y
+  return v1.nn.fused_batch_norm(h, gamma, beta, mean, variance, epsilon=1e-3,
+                                is_training=False)[0]
+
+
+@pytest.mark.parametrize('training', [True, False], ids=['train', 'inference'])
+@pytest.mark.parametrize('front_end', ['batch_normalization', 'bn_layer'])
+def test_grappler_fuses_conv_bn_relu_as_for_the_plain_kernel(rng, front_end, training):
+  # Inference: the BN disappears into the convolution; training: BN and ReLU
+  # become one kernel. The same kernels run as for FusedBatchNormV3 on
+  # variables (what the legacy layers build), none more.
+  build = {'batch_normalization': lambda h, t: tf1_bn.batch_normalization(h, training=t,
+                                                                          fused=True),
+           'bn_layer': lambda h, t: tf1_bn.bn_layer(h, training=t)}[front_end]
+  ours = _conv_bn_relu(rng, build, training)
+  assert ours == _conv_bn_relu(rng, _plain_fused_kernel, training)
+  if training:
+    assert any(op.endswith('FusedBatchNormEx') for op in ours), ours
+  else:
+    assert not any('BatchNorm' in op for op in ours), ours

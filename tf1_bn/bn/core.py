@@ -451,10 +451,21 @@ def build(inputs, *, axes: Sequence[int], training, gamma, beta, moving: MovingS
   ok = tf.logical_and(count > 0, tf.logical_and(_all_finite(mean), _all_finite(variance)))
   if known is None:
     ok = tf.logical_and(training, ok)
-  update = _build_update(moving, mean, variance, ok, epsilon, after=[outputs] + previous,
+  after = [] if _computes_its_statistics(outputs) else [outputs]
+  update = _build_update(moving, mean, variance, ok, epsilon, after=after + previous,
                          read=read)
   call_order_lib.end(order, update.assigns)
   return outputs, update
+
+
+def _computes_its_statistics(outputs):
+  """Whether `outputs` come straight from the fused training kernel, whose
+  batch mean and variance the update reads: the update then follows the
+  kernel by data, and a control edge from it would stop grappler's remapper
+  from fusing the kernel with the activation after it (FusedBatchNormEx:
+  the ReLU costs no pass of its own, as with the legacy layer)."""
+  op = outputs.op
+  return op.type == 'FusedBatchNormV3' and op.get_attr('is_training')
 
 
 def _after_step_check(outputs, slot):

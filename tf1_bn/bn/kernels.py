@@ -15,6 +15,13 @@ path: one normalized axis, float16, bfloat16 or float32 input.
   which rounds `mean * s` against `x * s` (a channel at 6e4 with variance
   1e-18 gives -0.84 where the answer is 0). The gradient (a frozen layer
   being fine-tuned) is the native `FusedBatchNormGradV3`.
+* Inference of a convolution's output (`Conv2D` feeding the layer
+  directly, the usual conv + BN + ReLU block): `FusedBatchNormV3`, which
+  grappler's remapper fuses into the convolution (`_FusedConv2D`, with the
+  ReLU after it): the normalization then costs no pass of its own, where
+  the XLA transform would cost one and block the fusion (a conv + BN + ReLU
+  CNN infers about 1.2x slower with it). The fused convolution computes
+  `(conv - mean) * multiplier + beta` too: exact with large means (tested).
 * Inference with a GPU: `FusedBatchNormV3` (cuDNN is one pass already, and
   XLA on a GPU needs CUDA's libdevice at run time).
 * Synchronized training (statistics of the global batch, see
@@ -194,10 +201,21 @@ def _inference_forward(x, axis, scale, offset, mean, variance, epsilon):
   return _from_4d(y, x)
 
 
+# Ops whose output grappler's remapper fuses with an inference FusedBatchNormV3 that reads it.
+FUSABLE_PRODUCERS = ('Conv2D',)
+
+
+def _fusable_into_producer(x, axis):
+  """Whether `x` is a convolution's NHWC output that the remapper can fuse
+  an inference FusedBatchNormV3 into."""
+  return (x.op.type in FUSABLE_PRODUCERS and x.shape.rank == 4 and axis in (3, -1) and
+          x.op.get_attr('data_format') == b'NHWC')
+
+
 def fused_inference(x, axis, scale, offset, mean, variance, epsilon):
-  """The inference output on the fastest kernel for this machine; its
-  gradient (a frozen layer being fine-tuned) is FusedBatchNormGradV3."""
-  if not xla_inference_enabled():
+  """The inference output on the fastest kernel for this machine and this
+  input; its gradient (a frozen layer being fine-tuned) is FusedBatchNormGradV3."""
+  if not xla_inference_enabled() or _fusable_into_producer(x, axis):
     return fused_normalize(x, axis, scale, offset, mean, variance, epsilon, training=False)[0]
   scale, offset, mean, variance = _float32_parameters(x, axis, scale, offset, mean, variance)
 

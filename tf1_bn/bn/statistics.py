@@ -48,12 +48,38 @@ def _position_weighted_moments(x, reduction_axes, weights, keepdims):
   weights = tf.cast(weights, x.dtype)
   total = _total_weight(weights, x, reduction_axes)
   divisor = tf.where(total > 0, total, tf.ones_like(total))
+  if _channels_last_positions(x, reduction_axes, weights):
+    return _matmul_weighted_moments(x, weights, divisor, keepdims)
   mean = tf.reduce_sum(weights * x, reduction_axes, keepdims=True) / divisor
   variance = tf.reduce_sum(weights * tf.math.squared_difference(x, tf.stop_gradient(mean)),
                            reduction_axes, keepdims=True) / divisor
   if not keepdims:
     mean, variance = (tf.squeeze(t, reduction_axes) for t in (mean, variance))
   return mean, variance
+
+
+def _channels_last_positions(x, reduction_axes, weights):
+  """Whether the weights are per position of an input normalized over its
+  last axis only (a mask on [B, T, ..., C])."""
+  rank = x.shape.rank
+  return (list(reduction_axes) == list(range(rank - 1)) and rank >= 2 and
+          x.shape[-1] is not None and weights.shape[-1] == 1)
+
+
+def _matmul_weighted_moments(x, weights, divisor, keepdims):
+  """The weighted mean and variance of `x` [..., C] as two matrix products
+  of the weights' row [1, N] with `x` as [N, C]: each reads `x` once, where
+  `reduce_sum(weights * x)` writes and reads the product first. The sums run
+  over the positions per channel, as the column reductions of
+  `reduce_sum` and the fused kernel do."""
+  channels = x.shape[-1]
+  rows = tf.reshape(x, [-1, channels])
+  leading = tf.concat([tf.shape(x)[:-1], [1]], 0)
+  row = tf.reshape(tf.broadcast_to(weights, leading), [1, -1])
+  mean = tf.matmul(row, rows) / divisor
+  variance = tf.matmul(row, tf.math.squared_difference(rows, tf.stop_gradient(mean))) / divisor
+  shape = [1] * (x.shape.rank - 1) + [channels] if keepdims else [channels]
+  return tf.reshape(mean, shape), tf.reshape(variance, shape)
 
 
 def count_per_channel(x, reduction_axes, dtype):
