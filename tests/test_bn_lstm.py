@@ -183,3 +183,29 @@ def test_defaults_and_state():
 def test_bad_arguments(kwargs, message):
   with pytest.raises((ValueError, TypeError), match=message):
     tf1_bn.BNLSTMCell(**kwargs)
+
+
+@pytest.mark.parametrize('fold', [True, False], ids=['folded', 'unfolded'])
+def test_export_of_a_trained_cell_under_dynamic_rnn(tmp_path, fold):
+  # The cell's BN layers live in dynamic_rnn's loop body, with per-step
+  # statistics chosen by the step carried in the state: the export keeps
+  # them as the graph computes them, and the SavedModel, loaded in eager
+  # TensorFlow 2, gives the session's inference outputs.
+  rng = np.random.RandomState(4)
+  x_value = rng.randn(B, T, D).astype(np.float32)
+  with tf.Graph().as_default():
+    v1.set_random_seed(0)
+    x = v1.placeholder(tf.float32, [None, T, D], name='x')
+    outputs, _ = v1.nn.dynamic_rnn(tf1_bn.BNLSTMCell(H, MAX_STEPS, momentum=MOMENTUM), x,
+                                   dtype=tf.float32)
+    train = tf1_bn.minimize(v1.train.GradientDescentOptimizer(0.1), tf.reduce_sum(outputs))
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      for _ in range(3):
+        sess.run(train, {x: rng.randn(B, T, D) * 2 + 1, tf1_bn.training_placeholder(): True})
+      expected = sess.run(outputs, {x: x_value})
+      tf1_bn.export_inference(sess, {'x': x}, {'y': outputs}, str(tmp_path / 'model'),
+                              fold=fold)
+  serve = tf.saved_model.load(str(tmp_path / 'model')).signatures['serving_default']
+  actual = serve(x=tf.constant(x_value))['y'].numpy()
+  assert reference.max_relative_error(actual, expected) < RTOL

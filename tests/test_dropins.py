@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tf1_bn
+from tf1_bn.common import log
 from reference import max_relative_error
 
 v1 = tf.compat.v1
@@ -90,7 +91,8 @@ def test_virtual_batch_not_a_multiple(graph, rng):
       sess.run(y, {dynamic: rng.randn(6, 3)})
 
 
-def test_fused_true_fallback_warns_once_with_reason(graph):
+def test_fused_true_fallback_warns_once_with_reason(graph, monkeypatch):
+  monkeypatch.setattr(log, '_warned', set())  # whatever ran before in this process
   x = v1.placeholder(tf.float32, [None, 7])
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')

@@ -290,3 +290,25 @@ def test_recompute_statistics_refuses_a_graph_of_loop_layers():
       sess.run(v1.global_variables_initializer())
       with pytest.raises(ValueError, match='looped is called inside a loop body'):
         tf1_bn.recompute_statistics(sess, [{x: _data(0)[0]}])
+
+
+@pytest.mark.parametrize('construct', ['while_loop', 'map_fn'])
+def test_export_of_a_layer_in_a_loop(tmp_path, construct):
+  # The loop body's in-place updates do not reach the SavedModel; it gives
+  # the session's inference outputs (numpy: the moving statistics).
+  x_value = _data(5)[0]
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [T, B, C], name='x')
+    ys = _loop(construct, x, lambda e: tf1_bn.bn_layer(e, name='looped'))
+    train = tf1_bn.minimize(v1.train.GradientDescentOptimizer(0.0), tf.reduce_sum(ys))
+    variables = {var.op.name: var for var in v1.global_variables()}
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      sess.run(train, {x: x_value * 2 + 1, tf1_bn.training_placeholder(): True})
+      mean, variance, gamma, beta = sess.run([variables[f'looped/{name}'] for name in (
+          'moving_mean', 'moving_variance', 'gamma', 'beta')])
+      tf1_bn.export_inference(sess, {'x': x}, {'y': ys}, str(tmp_path / 'model'))
+  serve = tf.saved_model.load(str(tmp_path / 'model')).signatures['serving_default']
+  actual = serve(x=tf.constant(x_value))['y'].numpy()
+  expected = reference.normalize(x_value, mean, variance, gamma, beta, 1e-5, -1)
+  assert reference.max_relative_error(actual, expected) < RTOL

@@ -102,6 +102,7 @@ def inference_graph_def(sess, outputs, training=None, fold=True):
   training_tensors += graph.get_collection(switch_lib.TRAINING_PLACEHOLDER_KEY)
   pipeline.bind_constants(graph_def, {t.op.name: False for t in training_tensors})
   pipeline.prune_dead_branches(graph_def)
+  pipeline.drop_function_updates(graph_def)
   # A layer fed by another layer's switch reads that layer's inference twin now.
   layer_records = [dict(r, input=twins.get(r['input'], r['input'])) for r in folding.records(graph)]
   frozen = pipeline.freeze(sess, graph_def, output_names)

@@ -169,6 +169,7 @@ def _inference_graph(source, inputs, outputs, bound, fold):
   pipeline.bind_constants(graph_def, {b.name: b.value for b in bound})
   pruned = pipeline.prune_dead_branches(graph_def)
   dropped = pipeline.drop_update_dependencies(graph_def)
+  dropped += pipeline.drop_function_updates(graph_def)
   pipeline.drop_ordering_constraints(graph_def)  # colocations with pruned nodes
   frozen = pipeline.freeze(source.sess, graph_def, output_nodes)
   frozen, masks = dropout_masks.remove(frozen, output_nodes)

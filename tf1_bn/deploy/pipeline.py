@@ -16,7 +16,8 @@ built) and `export_graph` (any TF1 graph), on GraphDefs:
    variable into a constant and the graph no longer imports ("...
    AssignMovingAvg/Switch was passed float ... expected float_ref");
 4. `drop_update_dependencies`: control dependencies on assignments (moving
-   statistics, EMA updates) go;
+   statistics, EMA updates) go; `drop_function_updates`: so do the
+   assignments in functions' bodies (a loop body's in-place updates);
 5. `freeze`: the variables become constants, keeping what the outputs need;
 6. `rewrite_bn`: each BN (described by records, see `tf1_bn.deploy.folding`)
    folds into the conv / matmul before it, else becomes the exact
@@ -41,7 +42,9 @@ VARIABLE_OPS = ('VariableV2', 'Variable', 'VarHandleOp')
 SWITCH_OPS = ('Switch', 'RefSwitch')
 MERGE_OPS = ('Merge', 'RefMerge')
 ASSIGN_OPS = ('Assign', 'AssignAdd', 'AssignSub', 'AssignVariableOp', 'AssignAddVariableOp',
-              'AssignSubVariableOp', 'ScatterUpdate', 'ScatterAdd', 'ScatterSub')
+              'AssignSubVariableOp', 'ScatterUpdate', 'ScatterAdd', 'ScatterSub',
+              # per-step statistics update one row
+              'ResourceScatterUpdate', 'ResourceScatterAdd', 'ResourceScatterSub')
 # TensorFlow 2's tf.cond / tf.case in a graph: branches are functions.
 FUNCTIONAL_CONDS = ('If', 'StatelessIf', 'Case', 'StatelessCase')
 OUTPUT_SCOPE = 'tf1_bn_output'
@@ -296,6 +299,41 @@ def drop_update_dependencies(graph_def):
       dropped += len(node.input) - len(inputs)
       del node.input[:]
       node.input.extend(inputs)
+  return dropped
+
+
+def drop_function_updates(graph_def):
+  """Removes the assignments from the function library's bodies, in place;
+  returns how many went.
+
+  A layer inside a control flow v2 loop (`dynamic_rnn`, `tf.while_loop`)
+  updates its moving statistics in place in the loop's body function (kept
+  there as one of the body's control outputs, see `tf1_bn.bn.loops`), and
+  the training switch bound to False does not reach into the body's ops.
+  Freezing turns the variables the body receives into constants, and an
+  assignment to one no longer imports ("... was passed float ... expected
+  resource"): an inference graph writes no variable, so they go, with the
+  control edges and control outputs that name them.
+  """
+  dropped = 0
+  for function in graph_def.library.function:
+    gone = {n.name for n in function.node_def if n.op in ASSIGN_OPS}
+    if not gone:
+      continue
+    kept = [n for n in function.node_def if n.name not in gone]
+    for node in kept:
+      inputs = [t for t in node.input if not (t.startswith('^') and t[1:] in gone)]
+      if len(inputs) != len(node.input):
+        del node.input[:]
+        node.input.extend(inputs)
+    del function.node_def[:]
+    function.node_def.extend(kept)
+    for key in [k for k, target in function.control_ret.items() if target in gone]:
+      del function.control_ret[key]
+    outputs = [o for o in function.signature.control_output if o in function.control_ret]
+    del function.signature.control_output[:]
+    function.signature.control_output.extend(outputs)
+    dropped += len(gone)
   return dropped
 
 

@@ -10,6 +10,7 @@ line and status 2, the traceback when the parent had --debug), or a module
 that is no subcommand as `python -m MODULE ARGS...`.
 """
 import importlib.util
+import logging
 import os
 import runpy
 import subprocess
@@ -47,9 +48,18 @@ def parse_or_rerun(module, build_parser, argv=None):
   return None, subprocess.call([sys.executable, '-m', CHILD_MODULE, module, *argv], env=env)
 
 
+def _quiet_legacy_warnings():
+  """Hides the Python WARNING lines (deprecation notices from tf-keras'
+  legacy code, which the user did not write) unless TF_CPP_MIN_LOG_LEVEL
+  asks for them (0 or 1)."""
+  if os.environ.get('TF_CPP_MIN_LOG_LEVEL', '0') not in ('0', '1'):
+    logging.getLogger('tensorflow').setLevel(logging.ERROR)
+
+
 def _run_child(argv):
   """The child: `argv` is MODULE ARGS...; returns MODULE's exit status."""
   from tf1_bn.studies import cli
+  _quiet_legacy_warnings()
   module, args = argv[0], argv[1:]
   for name, command in cli.COMMANDS.items():
     if command.module == module:
