@@ -209,3 +209,30 @@ def test_export_of_a_trained_cell_under_dynamic_rnn(tmp_path, fold):
   serve = tf.saved_model.load(str(tmp_path / 'model')).signatures['serving_default']
   actual = serve(x=tf.constant(x_value))['y'].numpy()
   assert reference.max_relative_error(actual, expected) < RTOL
+
+
+def test_is_an_rnn_cell_of_the_layers_protocol():
+  # A tf1_bn rnn cell: isinstance of the patched RNNCell, its variables
+  # tracked (BN ones included), legacy scope rules (a second cell in one scope
+  # is bn_lstm_cell_1), and it stacks in MultiRNNCell under dynamic_rnn.
+  from tf1_bn.legacy import rnn_cell
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [B, T, D])
+    first, second = tf1_bn.BNLSTMCell(H, MAX_STEPS), tf1_bn.BNLSTMCell(H, MAX_STEPS)
+    assert isinstance(first, rnn_cell.RNNCell)
+    stacked = rnn_cell.MultiRNNCell([first, second])
+    outputs, _ = v1.nn.dynamic_rnn(stacked, x, dtype=tf.float32)
+    h0 = first.zero_state(B, tf.float32)
+    with v1.variable_scope('pair'):
+      one, _ = tf1_bn.BNLSTMCell(H, MAX_STEPS)(x[:, 0], h0)
+      two, _ = tf1_bn.BNLSTMCell(H, MAX_STEPS)(x[:, 0], h0)
+    names = [var.op.name for var in first.variables]
+    assert names == [f'rnn/multi_rnn_cell/cell_0/bn_lstm_cell/{n}' for n in (
+        'kernel_x', 'kernel_h', 'bias', 'bn_x/gamma', 'bn_h/gamma', 'bn_c/gamma', 'bn_c/beta',
+        'bn_x/moving_mean', 'bn_x/moving_variance', 'bn_h/moving_mean', 'bn_h/moving_variance',
+        'bn_c/moving_mean', 'bn_c/moving_variance')]
+    assert len(first.trainable_variables) == 7
+    assert {var.op.name.split('/')[1] for var in v1.global_variables()
+            if var.op.name.startswith('pair/')} == {'bn_lstm_cell', 'bn_lstm_cell_1'}
+    assert outputs.shape.as_list() == [B, T, H]
+    del one, two

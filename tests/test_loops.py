@@ -312,3 +312,28 @@ def test_export_of_a_layer_in_a_loop(tmp_path, construct):
   actual = serve(x=tf.constant(x_value))['y'].numpy()
   expected = reference.normalize(x_value, mean, variance, gamma, beta, 1e-5, -1)
   assert reference.max_relative_error(actual, expected) < RTOL
+
+
+@pytest.mark.parametrize('front_end', sorted(FRONT_ENDS))
+def test_synchronized_inside_a_loop_is_refused_before_building(front_end):
+  # Collectives cannot be matched per iteration across replicas' loops (a
+  # step hung in a tried 2-tower run): refused, naming the remedy, with
+  # nothing added to the graph.
+  build = {'bn_layer': lambda e: tf1_bn.bn_layer(e, synchronized=True),
+           'batch_normalization': lambda e: tf1_bn.batch_normalization(
+               e, training=True, synchronized=True),
+           'batch_norm': lambda e: tf1_bn.batch_norm(e, is_training=True,
+                                                     synchronized=True)}[front_end]
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, [T, B, C])
+
+    def body(i, outputs):
+      row = x[i]
+      body_graph = v1.get_default_graph()  # the loop body's own graph
+      before = len(body_graph.get_operations()), len(v1.global_variables())
+      with pytest.raises(ValueError, match='synchronized=True. inside a loop body'):
+        build(row)
+      assert (len(body_graph.get_operations()), len(v1.global_variables())) == before
+      return i + 1, outputs
+
+    v1.while_loop(lambda i, _: i < T, body, [0, tf.zeros([])])

@@ -3,6 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1_bn.bn import core
+from tf1_bn.bn import loops
 from tf1_bn.bn import masking
 from tf1_bn.bn import steps
 from tf1_bn.bn import switch as switch_lib
@@ -126,7 +127,7 @@ def bn_layer(inputs, training=None, name='bn', moving_decay=0.9, eps=1e-5, axis=
   reuse = v.check_reuse(reuse)
   if fused is not None:
     v.check_bool(fused, 'fused')
-  synchronized = v.check_synchronized(synchronized)
+  synchronized = v.check_synchronized(synchronized, in_loop=loops.in_loop())
   mask = masking.check_mask(mask, shape, axes)
   step, max_steps = steps.check_step(step, max_steps)
   v.check_name(name, optional=False)

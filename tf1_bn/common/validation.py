@@ -413,9 +413,17 @@ def check_graph_mode(function_name):
         '`tf.compat.v1.disable_eager_execution()`.')
 
 
-def check_synchronized(synchronized, virtual_batch_size=None):
-  """`synchronized` of the three front-ends: a bool, not with ghost batches."""
+def check_synchronized(synchronized, virtual_batch_size=None, in_loop=False):
+  """`synchronized` of the three front-ends: a bool, not with ghost batches,
+  not inside a loop body (`in_loop`: the caller's `tf1_bn.bn.loops.in_loop()`)."""
   synchronized = check_bool(synchronized, 'synchronized')
+  if synchronized and in_loop:
+    raise ValueError(
+        '`synchronized=True` inside a loop body (tf.while_loop, dynamic_rnn, map_fn, scan) is '
+        'not supported: each iteration\'s all-reduce would have to meet the same iteration on '
+        'every replica, which TensorFlow\'s collectives do not arrange inside a loop (the step '
+        'hangs). Use synchronized=False inside the loop (each replica\'s own batch), or '
+        'synchronized BN outside it, on the loop\'s stacked outputs.')
   if synchronized and virtual_batch_size is not None:
     raise ValueError('`synchronized=True` cannot be combined with `virtual_batch_size`: ghost '
                      'batches normalize parts of one replica\'s batch, synchronized layers the '

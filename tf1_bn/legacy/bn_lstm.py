@@ -54,9 +54,13 @@ Inside `dynamic_rnn` the statistics are updated in place at every time step
 (see `tf1_bn.bn.loops`); in `static_rnn` their updates go to UPDATE_OPS
 (`tf1_bn.minimize` runs them).
 
-The cell implements the rnn-cell protocol itself (`output_size`,
-`state_size`, `zero_state`, `__call__(inputs, state, scope=None)`), so it
-needs no Keras RNNCell base class.
+The cell is one of tf1_bn's rnn cells (`tf1_bn.legacy.rnn_cell_base`'s
+`LayerRNNCell`, what `patch_layers()` installs as
+`tf.compat.v1.nn.rnn_cell.RNNCell`): the same scope rules as `LSTMCell` (a
+second cell in one scope is `bn_lstm_cell_1`; `cell(inputs, state,
+scope='s')`; one set of variables per instance), `cell.variables`,
+`cell.trainable_variables` and `cell.weights` list its variables, BN
+variables included, and it composes with `MultiRNNCell` and the wrappers.
 """
 import collections
 
@@ -65,13 +69,14 @@ import tensorflow as tf
 from tf1_bn.bn import switch as switch_lib
 from tf1_bn.common import validation as v
 from tf1_bn.legacy import layers_bn
+from tf1_bn.legacy import rnn_cell_base as base
 
 BNLSTMState = collections.namedtuple('BNLSTMState', ('c', 'h', 'step'))
 GATES = ('forget', 'input', 'output', 'candidate')
 GAMMA_INIT = 0.1
 
 
-class BNLSTMCell:
+class BNLSTMCell(base.LayerRNNCell):
   """Recurrent batch-normalized LSTM cell (see the module doc)."""
 
   def __init__(self, num_units, max_steps, training=None, forget_bias=1.0, momentum=0.99,
@@ -89,22 +94,27 @@ class BNLSTMCell:
       epsilon: added to the variances.
       gamma_init: the three gammas' initial value (0.1 in the paper).
       activation: the cell and output nonlinearity; None for tanh.
-      name: the variable scope when `__call__` gets no `scope`.
-      reuse: as for `tf.compat.v1.variable_scope`.
+      name: the cell's scope name (made unique in its variable scope unless
+        `reuse=True`), as for the other cells.
+      reuse: as for the other cells: True reuses the variables of the scope
+        `name`.
       sequence_length: None, or the [batch] int lengths given to the rnn
         function: steps past a sequence's length are left out of the batch
         statistics.
     """
-    self._num_units = v.check_integer(num_units, 'num_units', low=1)
-    self._max_steps = v.check_integer(max_steps, 'max_steps', low=1)
-    self._training = switch_lib.check_training(training)
-    self._forget_bias = v.check_number(forget_bias, 'forget_bias')
-    self._momentum = v.check_probability(momentum, 'momentum')
-    self._epsilon = v.check_non_negative(epsilon, 'epsilon')
-    self._gamma_init = v.check_number(gamma_init, 'gamma_init')
-    self._activation = v.check_callable(activation, 'activation') or tf.tanh
-    self._name = v.check_name(name, optional=False)
-    self._reuse = v.check_reuse(reuse)
+    num_units = v.check_integer(num_units, 'num_units', low=1)
+    max_steps = v.check_integer(max_steps, 'max_steps', low=1)
+    training = switch_lib.check_training(training)
+    forget_bias = v.check_number(forget_bias, 'forget_bias')
+    momentum = v.check_probability(momentum, 'momentum')
+    epsilon = v.check_non_negative(epsilon, 'epsilon')
+    gamma_init = v.check_number(gamma_init, 'gamma_init')
+    activation = v.check_callable(activation, 'activation') or tf.tanh
+    name = v.check_name(name, optional=False)
+    super().__init__(name=name, _reuse=reuse)
+    self._num_units, self._max_steps, self._training = num_units, max_steps, training
+    self._forget_bias, self._momentum, self._epsilon = forget_bias, momentum, epsilon
+    self._gamma_init, self._activation = gamma_init, activation
     self._lengths = None
     if sequence_length is not None:
       shape, dtype = v.static_shape_and_dtype(sequence_length, 'sequence_length')
@@ -133,34 +143,39 @@ class BNLSTMCell:
         training=switch_lib.resolve_training(self._training), name=name, step=step,
         max_steps=self._max_steps, mask=active)
 
-  def __call__(self, inputs, state, scope=None):
+  def check_inputs(self, inputs, first_call):
+    """One time step [batch, depth], float, with a static depth; checked
+    before any op."""
+    del first_call
+    x = tf.convert_to_tensor(inputs)
+    v.check_float_dtype(x.dtype.base_dtype)
+    if x.shape.rank != 2 or x.shape[-1] is None:
+      raise ValueError(f'`inputs` must be [batch, depth] with a static depth, received shape '
+                       f'{x.shape}.')
+
+  def build(self, input_shape):
+    depth, units = input_shape[-1], self._num_units
+    self._kernel_x = self.add_weight('kernel_x', [depth, 4 * units],
+                                     initializer=tf.compat.v1.glorot_uniform_initializer())
+    self._kernel_h = self.add_weight('kernel_h', [units, 4 * units],
+                                     initializer=tf.compat.v1.orthogonal_initializer())
+    self._bias = self.add_weight('bias', [4 * units],
+                                 initializer=tf.compat.v1.zeros_initializer())
+
+  def call(self, inputs, state):
     """One time step; returns (h_t, BNLSTMState(c_t, h_t, step + 1))."""
     c, h, step = state
     x = tf.convert_to_tensor(inputs)
-    v.check_float_dtype(x.dtype.base_dtype)
-    depth = x.shape[-1]
-    if x.shape.rank != 2 or depth is None:
-      raise ValueError(f'`inputs` must be [batch, depth] with a static depth, received shape '
-                       f'{x.shape}.')
     dtype = x.dtype.base_dtype
-    units = self._num_units
-    with tf.compat.v1.variable_scope(scope or self._name, reuse=self._reuse):
-      with tf.control_dependencies(None):
-        kernel_x = tf.compat.v1.get_variable('kernel_x', [depth, 4 * units], dtype,
-                                             tf.compat.v1.glorot_uniform_initializer())
-        kernel_h = tf.compat.v1.get_variable('kernel_h', [units, 4 * units], dtype,
-                                             tf.compat.v1.orthogonal_initializer())
-        bias = tf.compat.v1.get_variable('bias', [4 * units], dtype,
-                                         tf.compat.v1.zeros_initializer())
-      # Every example is at the same time step (0 for an empty batch).
-      t = tf.reduce_max(tf.concat([tf.reshape(step, [-1]), [0]], 0))
-      active = None
-      if self._lengths is not None:
-        active = tf.cast(t, tf.int64) < tf.cast(self._lengths, tf.int64)
-      gates = (self._bn(tf.matmul(x, kernel_x), 'bn_x', t, False, active) +
-               self._bn(tf.matmul(h, kernel_h), 'bn_h', t, False, active) + bias)
-      f, i, o, g = tf.split(gates, 4, axis=1)
-      new_c = (tf.sigmoid(f + tf.cast(self._forget_bias, dtype)) * c +
-               tf.sigmoid(i) * self._activation(g))
-      new_h = tf.sigmoid(o) * self._activation(self._bn(new_c, 'bn_c', t, True, active))
+    # Every example is at the same time step (0 for an empty batch).
+    t = tf.reduce_max(tf.concat([tf.reshape(step, [-1]), [0]], 0))
+    active = None
+    if self._lengths is not None:
+      active = tf.cast(t, tf.int64) < tf.cast(self._lengths, tf.int64)
+    gates = (self._bn(tf.matmul(x, self._kernel_x), 'bn_x', t, False, active) +
+             self._bn(tf.matmul(h, self._kernel_h), 'bn_h', t, False, active) + self._bias)
+    f, i, o, g = tf.split(gates, 4, axis=1)
+    new_c = (tf.sigmoid(f + tf.cast(self._forget_bias, dtype)) * c +
+             tf.sigmoid(i) * self._activation(g))
+    new_h = tf.sigmoid(o) * self._activation(self._bn(new_c, 'bn_c', t, True, active))
     return new_h, BNLSTMState(new_c, new_h, step + 1)

@@ -52,6 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf1_bn.bn import core
+from tf1_bn.bn import loops
 from tf1_bn.bn import masking
 from tf1_bn.bn import steps
 from tf1_bn.bn import switch as switch_lib
@@ -198,7 +199,7 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
   shape, axes, virtual_batch_size = check_inputs(inputs, options)
   training = switch_lib.check_training(training, allow_int=True)
   reuse = v.check_reuse(reuse)
-  synchronized = v.check_synchronized(synchronized, virtual_batch_size)
+  synchronized = v.check_synchronized(synchronized, virtual_batch_size, in_loop=loops.in_loop())
   mask = masking.check_mask(mask, shape, axes)
   step, max_steps = steps.check_step(step, max_steps,
                                      per_step_conflicts(options, virtual_batch_size, axes))

@@ -44,6 +44,7 @@ import sys
 import tensorflow as tf
 
 from tf1_bn.bn import core
+from tf1_bn.bn import loops
 from tf1_bn.bn import masking
 from tf1_bn.bn import steps
 from tf1_bn.legacy import layers_bn as layers
@@ -229,7 +230,7 @@ def batch_norm(inputs, decay=0.999, center=True, scale=False, epsilon=0.001, act
   # Checked even without renorm, as in tf1_bn.batch_normalization.
   clipping = v.check_renorm_clipping(renorm_clipping)
   renorm_decay = v.check_probability(renorm_decay, 'renorm_decay')
-  synchronized = v.check_synchronized(synchronized)
+  synchronized = v.check_synchronized(synchronized, in_loop=loops.in_loop())
   mask = masking.check_mask(mask, shape, axes)
   step, max_steps = steps.check_step(step, max_steps, [
       (renorm, 'renorm'), (zero_debias, 'zero_debias_moving_mean')])
