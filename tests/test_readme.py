@@ -113,3 +113,19 @@ def test_setup_metadata():
   assert any(c.startswith('Development Status :: ') for c in classifiers)
   assert any(c.startswith('Operating System :: ') for c in classifiers)
   assert TENSORFLOW_REQUIREMENT in _readme()
+
+
+def test_readme_quotes_the_demo_tables():
+  # The sequence study's numbers in the README are those `tf1-bn demo
+  # --write-docs` last wrote into docs/demo.md (rerunning it rewrites the
+  # tables; this fails until the README is updated to match).
+  paragraph = _section('BN in loops and sequences').split('<!-- demo-numbers:', 1)[1]
+  demo = (ROOT / 'docs' / 'demo.md').read_text(encoding='utf-8')
+  block = demo.split('<!-- demo:begin -->', 1)[1].split('<!-- demo:end -->', 1)[0]
+  sequences = block.split('## Sequences', 1)[1]
+  quoted = re.findall(r'\b\d+\.\d+\b', paragraph.split('-->', 1)[1])
+  assert len(quoted) >= 6, quoted
+  for number in quoted:
+    assert re.search(rf'(?<![\d.]){re.escape(number)}(?![\d])', sequences), number
+  for step in re.findall(r'at step (\d+)', paragraph):
+    assert f'| {step} |' in sequences, step
