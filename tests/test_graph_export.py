@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 import tf1_bn
+from tf1_bn.deploy import pipeline
 from tf1_bn.studies import cli
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'export')
@@ -527,3 +528,30 @@ def test_onnx_converts_and_verifies_or_is_refused_up_front(tmp_path, capsys):
                                          providers=['CPUExecutionProvider'])
   result = session.run(['logits'], {'x': _fixture_arrays('inputs.npz')['x']})[0]
   assert _relative(result, _fixture_arrays('expected.npz')['frozen']) < RTOL
+
+
+def test_a_recurrent_model_with_bn_in_its_loop_exports(tmp_path):
+  """A saved model whose BN lives in dynamic_rnn's loop body (a BNLSTMCell,
+  per-step statistics updated in place there): its updates do not reach the
+  SavedModel, which gives the original graph's inference outputs."""
+  rng = np.random.default_rng(17)
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, (None, 5, 3), name='x')
+    outputs, _ = v1.nn.dynamic_rnn(tf1_bn.BNLSTMCell(4, 5), x, dtype=tf.float32)
+    tf.identity(outputs[:, -1], name='y')
+    train = tf1_bn.minimize(v1.train.GradientDescentOptimizer(0.1), tf.reduce_sum(outputs))
+    with v1.Session() as sess:
+      sess.run(v1.global_variables_initializer())
+      for _ in range(3):
+        sess.run(train, {x: rng.normal(1, 1, (6, 5, 3)), tf1_bn.training_placeholder(): True})
+      x_value = rng.normal(0, 1, (6, 5, 3)).astype(np.float32)
+      expected = sess.run('y:0', {x: x_value})
+      v1.train.Saver().save(sess, str(tmp_path / 'm.ckpt'))
+  report = tf1_bn.export_graph(str(tmp_path / 'm.ckpt.meta'), str(tmp_path / 'out'),
+                               inputs=['x'], outputs=['y'])
+  assert report.ok
+  ops = _saved_graph_ops(str(tmp_path / 'out'))
+  assert not set(ops) & set(pipeline.ASSIGN_OPS)
+  loaded = tf.saved_model.load(str(tmp_path / 'out' / 'saved_model'))
+  result = loaded.signatures['serving_default'](x=tf.constant(x_value))['y'].numpy()
+  assert _relative(result, expected) < RTOL
