@@ -549,7 +549,8 @@ def test_a_recurrent_model_with_bn_in_its_loop_exports(tmp_path):
       v1.train.Saver().save(sess, str(tmp_path / 'm.ckpt'))
   report = tf1_bn.export_graph(str(tmp_path / 'm.ckpt.meta'), str(tmp_path / 'out'),
                                inputs=['x'], outputs=['y'])
-  assert report.ok
+  # The switch is found through the loop's inputs (it is read inside the body).
+  assert report.ok and [(b.name, b.value) for b in report.bound] == [('training', False)]
   ops = _saved_graph_ops(str(tmp_path / 'out'))
   assert not set(ops) & set(pipeline.ASSIGN_OPS)
   loaded = tf.saved_model.load(str(tmp_path / 'out' / 'saved_model'))

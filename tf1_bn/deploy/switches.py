@@ -7,7 +7,8 @@ through a `tf.cond` (a `Switch` per tensor the branches read, a `Merge` per
 result), also when the BN is fused (one FusedBatchNorm per branch). Dropout
 reads a keep-probability placeholder next to its random mask.
 
-Candidates: the bool scalars that feed a Switch's predicate, and the float
+Candidates: the bool scalars that feed a Switch's predicate (also one in a
+control flow v2 loop's body, reached through the loop's inputs), and the float
 scalar placeholders that feed an op together with a random op (dropout's
 keep_prob). `--training NAME[=false]` names the switches to bind; without it
 the bool candidate is bound to False when there is exactly one, and more than
@@ -29,6 +30,8 @@ FALSE_WORDS = ('false', '0')
 KEEP_PROB = 1.0
 # TensorFlow 2's tf.cond in a graph (lowered to Switch / Merge before pruning).
 IF_OPS = pipeline.FUNCTIONAL_CONDS
+# TensorFlow 2's tf.while_loop in a graph (dynamic_rnn's too): the body is a function.
+WHILE_OPS = ('While', 'StatelessWhile')
 
 _name = folding.node_name
 
@@ -91,11 +94,34 @@ def _ancestors(nodes, tensors):
   return seen
 
 
+def _loop_inputs_feeding_conds(graph_def):
+  """The inputs of the graph's control flow v2 loops that reach a cond's
+  predicate inside the loop body (a BN layer in `dynamic_rnn` reads the
+  training switch there), as tensor names of the graph."""
+  functions = {f.signature.name: f for f in graph_def.library.function}
+  found = []
+  for node in graph_def.node:
+    if node.op not in WHILE_OPS or node.attr['body'].func.name not in functions:
+      continue
+    body = functions[node.attr['body'].func.name]
+    inner = {n.name: n for n in body.node_def}
+    predicates = [n.input[0] for n in body.node_def if n.op in IF_OPS]
+    reached = _ancestors(inner, predicates) | {_name(p) for p in predicates}
+    # An argument is named as itself in the body; what reads it, through it.
+    reached |= {_name(i) for name in reached & set(inner) for i in inner[name].input}
+    data_inputs = [i for i in node.input if not i.startswith('^')]
+    for arg, tensor in zip(body.signature.input_arg, data_inputs):
+      if arg.name in reached:
+        found.append(tensor)
+  return found
+
+
 def candidates(graph_def):
   """(bool switch candidates, keep-probability candidates): node names."""
   nodes = {n.name: n for n in graph_def.node}
   predicates = [n.input[1] for n in graph_def.node if n.op in pipeline.SWITCH_OPS]
   predicates += [n.input[0] for n in graph_def.node if n.op in IF_OPS]
+  predicates += _loop_inputs_feeding_conds(graph_def)
   feeding = _ancestors(nodes, predicates)
   switches = sorted(name for name in feeding
                     if nodes[name].op in BOOL_SOURCES and _is_scalar(nodes[name])
