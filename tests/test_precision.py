@@ -162,3 +162,31 @@ def test_float16_layer_after_a_conv_folds(tmp_path):
   expected = (conv - mean) / np.sqrt(variance + EPSILON)
   assert list(report.into_ops.values()) == ['Conv2D']
   assert reference.max_relative_error(actual, expected) <= 5e-3
+
+
+@pytest.mark.parametrize('relu', [False, True], ids=['conv-bn', 'conv-bn-relu'])
+def test_session_inference_after_a_conv_is_exact_with_large_means(relu):
+  # After a Conv2D the session runs the native kernel, which grappler fuses
+  # into the convolution (tests/test_kernels.py): the fused convolution must
+  # subtract the mean first too. An identity 1x1 convolution passes the
+  # large-mean channels through unchanged.
+  rng = np.random.RandomState(3)
+  params = _parameters(rng)
+  shape = [4, 3, 3, len(MEANS)]
+  data = _data(shape, -1, np.float32, rng)
+  with tf.Graph().as_default():
+    x = v1.placeholder(tf.float32, shape)
+    identity = tf.constant(np.eye(len(MEANS), dtype=np.float32)[None, None])
+    y = tf1_bn.bn_layer(tf.nn.conv2d(x, identity, 1, 'SAME'), eps=EPSILON, training=False)
+    if relu:
+      y = tf.nn.relu(y)
+    with v1.Session() as sess:
+      _load(sess, params)
+      got = sess.run(y, {x: data})
+  expected = reference.normalize(data, params['moving_mean'], params['moving_variance'],
+                                 params['gamma'], params['beta'], EPSILON, -1)
+  if relu:
+    expected = np.maximum(expected, 0)
+  moved = np.moveaxis(got - expected, -1, 0).reshape(len(MEANS), -1)
+  scale = np.maximum(np.abs(np.moveaxis(expected, -1, 0).reshape(len(MEANS), -1)).max(1), 1)
+  assert (np.abs(moved).max(1) / scale).max() <= TOLERANCE[np.float32]
