@@ -10,8 +10,9 @@ path: one normalized axis, float16, bfloat16 or float32 input.
   registers), with `multiplier = gamma * rsqrt(variance + epsilon)` computed
   per channel beforehand. TensorFlow's own CPU kernel computes that formula
   with three broadcasts: it took about 1.3x as long on an Intel Xeon (2.6x
-  for channels first), and about 0.97x on an AMD EPYC (docs/performance.md). Subtracting the mean first matters: the compiled FusedBatchNormV3
-  (and `tf.nn.batch_normalization`) compute `x * s + (beta - mean * s)`,
+  for channels first), and about 0.97x on an AMD EPYC (docs/performance.md).
+  Subtracting the mean first matters: the compiled FusedBatchNormV3 (and
+  `tf.nn.batch_normalization`) compute `x * s + (beta - mean * s)`,
   which rounds `mean * s` against `x * s` (a channel at 6e4 with variance
   1e-18 gives -0.84 where the answer is 0). The gradient (a frozen layer
   being fine-tuned) is the native `FusedBatchNormGradV3`.
