@@ -43,6 +43,13 @@ def quiet_tensorflow():
   if TF_LOG_LEVEL_ENV in os.environ:
     return False
   os.environ[TF_LOG_LEVEL_ENV] = QUIET_TF_LOG_LEVEL
+  quiet_python_loggers()
+  return True
+
+
+def quiet_python_loggers():
+  """TensorFlow's and absl's Python loggers to errors only (their WARNING
+  lines are deprecation notices, not the command's messages)."""
   import logging
   logging.getLogger(QUIET_PYTHON_LOGGER).setLevel(logging.ERROR)
   try:  # absl's logger is its own class: through absl, not logging.getLogger
@@ -50,7 +57,6 @@ def quiet_tensorflow():
     absl_logging.set_verbosity(absl_logging.ERROR)
   except ImportError:
     pass
-  return True
 
 
 def _hides_info():

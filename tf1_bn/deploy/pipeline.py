@@ -292,9 +292,15 @@ def drop_update_dependencies(graph_def):
     if name not in updating:
       updating.add(name)
       stack.extend(consumers[name])
+  return _drop_control_inputs(nodes.values(), updating)
+
+
+def _drop_control_inputs(nodes, names):
+  """Removes the control inputs on `names` from `nodes` (NodeDefs of a graph
+  or of a function body), in place; returns how many went."""
   dropped = 0
-  for node in nodes.values():
-    inputs = [t for t in node.input if not (t.startswith('^') and _name(t) in updating)]
+  for node in nodes:
+    inputs = [t for t in node.input if not (t.startswith('^') and _name(t) in names)]
     if len(inputs) != len(node.input):
       dropped += len(node.input) - len(inputs)
       del node.input[:]
@@ -321,11 +327,7 @@ def drop_function_updates(graph_def):
     if not gone:
       continue
     kept = [n for n in function.node_def if n.name not in gone]
-    for node in kept:
-      inputs = [t for t in node.input if not (t.startswith('^') and t[1:] in gone)]
-      if len(inputs) != len(node.input):
-        del node.input[:]
-        node.input.extend(inputs)
+    _drop_control_inputs(kept, gone)
     del function.node_def[:]
     function.node_def.extend(kept)
     for key in [k for k, target in function.control_ret.items() if target in gone]:

@@ -10,7 +10,6 @@ line and status 2, the traceback when the parent had --debug), or a module
 that is no subcommand as `python -m MODULE ARGS...`.
 """
 import importlib.util
-import logging
 import os
 import runpy
 import subprocess
@@ -52,8 +51,8 @@ def _quiet_legacy_warnings():
   """Hides the Python WARNING lines (deprecation notices from tf-keras'
   legacy code, which the user did not write) unless TF_CPP_MIN_LOG_LEVEL
   asks for them (0 or 1)."""
-  if os.environ.get('TF_CPP_MIN_LOG_LEVEL', '0') not in ('0', '1'):
-    logging.getLogger('tensorflow').setLevel(logging.ERROR)
+  if os.environ.get(log.TF_LOG_LEVEL_ENV, '0') not in ('0', '1'):
+    log.quiet_python_loggers()
 
 
 def _run_child(argv):

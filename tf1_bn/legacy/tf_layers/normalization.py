@@ -65,12 +65,13 @@ class BatchNormalization(base.Layer):
     self._check_call(inputs, given.get('mask'), given.get('step'))
     return super().__call__(inputs, *args, **kwargs)
 
-  def _check_before_build(self, inputs):
-    _, self._axes, self._virtual_batch_size = layers_bn.check_inputs(inputs, self._options)
-
   def _check_call(self, inputs, mask, step):
-    """The call's `mask` and `step` against the inputs and `max_steps`; adds no op."""
+    """The inputs, and the call's `mask` and `step` against them and
+    `max_steps`; adds no op. Before the first call builds the layer, its axes
+    come from here (the base's `_check_before_build` is not needed)."""
     shape, axes, virtual_batch_size = layers_bn.check_inputs(inputs, self._options)
+    if not self.built:
+      self._axes, self._virtual_batch_size = axes, virtual_batch_size
     masking.check_mask(mask, shape, axes)
     if (step is None) != (self.max_steps is None):
       raise ValueError(
